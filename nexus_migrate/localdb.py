@@ -1,0 +1,65 @@
+"""scripts/localdb: the project's own PostgreSQL, kept in .local-pg/ (ignored by git)."""
+
+from __future__ import annotations
+
+import argparse
+
+import psycopg2
+from psycopg2 import sql
+
+from . import PROJECT_ROOT
+from .localpg import LocalServer
+from .settings import run_cli
+
+LOCAL_HOME = PROJECT_ROOT / ".local-pg"
+LOCAL_DATABASE = "claude_nexus"
+
+
+def local_server() -> LocalServer:
+    return LocalServer(LOCAL_HOME)
+
+
+def start_local_database() -> str:
+    """Start the local server (reusing a running one) and make sure it has the
+    project's database; return that database's URL."""
+    server = local_server()
+    server.start()
+    conn = psycopg2.connect(server.url())
+    conn.autocommit = True  # CREATE DATABASE runs outside a transaction
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (LOCAL_DATABASE,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(LOCAL_DATABASE)))
+    finally:
+        conn.close()
+    return server.url(LOCAL_DATABASE)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/localdb", description=__doc__)
+    parser.add_argument("command", choices=["start", "stop", "status", "url", "remove"],
+                        help="start (or reuse) and print the URL; stop; status; url; "
+                             "remove: stop and delete its data")
+    command = parser.parse_args(argv).command
+    server = local_server()
+    if command == "start":
+        print(start_local_database())
+    elif command == "url":
+        print(server.url(LOCAL_DATABASE))
+    elif command == "status":
+        port = server.port()
+        if port is None:
+            print(f"stopped ({'data in ' + str(server.home) if server.data.exists() else 'no data yet'})")
+            return 3
+        print(f"running: {server.binaries}, {server.url(LOCAL_DATABASE)}, data in {server.home}")
+    elif command == "stop":
+        print("stopped" if server.stop() else "was not running")
+    elif command == "remove":
+        server.remove()
+        print(f"removed {server.home}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

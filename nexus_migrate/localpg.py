@@ -1,0 +1,183 @@
+"""A PostgreSQL server of the project's own, for trying the migrations without a
+database at hand (scripts/localdb, scripts/quickstart) and for the test suite.
+
+The binaries come from the pgserver wheel (PostgreSQL 16) or from a PostgreSQL
+installed on the machine. The server listens on 127.0.0.1 only, on a free port
+picked at start, and trusts local connections: it is for trials, not for data
+that matters. PostgreSQL refuses to run as root, so under root the server runs
+as the unprivileged account `nobody`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from glob import glob
+from pathlib import Path
+
+from .settings import OperatorError
+
+ACCOUNT_WHEN_ROOT = "nobody"
+SUPERUSER = "postgres"
+
+
+class LocalServerError(OperatorError):
+    pass
+
+
+@dataclass(frozen=True)
+class Binaries:
+    bindir: Path
+    major: int
+
+    def __str__(self) -> str:
+        return f"PostgreSQL {self.major} ({self.bindir})"
+
+
+def _candidate_bindirs() -> list[Path]:
+    """Where PostgreSQL server binaries may be, most preferred first."""
+    found = []
+    spec = importlib.util.find_spec("pgserver")  # located, not imported: no side effects
+    if spec and spec.submodule_search_locations:
+        found.append(Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin")
+    debian = glob("/usr/lib/postgresql/*/bin")
+    found += sorted(map(Path, debian), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+                    reverse=True)
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        found.append(Path(on_path).resolve().parent)
+    return found
+
+
+def _major_version(bindir: Path) -> int | None:
+    postgres = bindir / "postgres"
+    if not os.access(postgres, os.X_OK) or not os.access(bindir / "initdb", os.X_OK):
+        return None
+    result = subprocess.run([str(postgres), "--version"], capture_output=True, text=True)
+    match = re.search(r"(\d+)(?:\.\d+)?", result.stdout)
+    return int(match.group(1)) if result.returncode == 0 and match else None
+
+
+def find_binaries(major: int | None = None) -> Binaries:
+    """The first PostgreSQL server installation found (of the given major version)."""
+    seen = set()
+    for bindir in _candidate_bindirs():
+        if bindir in seen:
+            continue
+        seen.add(bindir)
+        version = _major_version(bindir)
+        if version is not None and major in (None, version):
+            return Binaries(bindir, version)
+    wanted = f"PostgreSQL {major}" if major else "PostgreSQL"
+    raise LocalServerError(
+        f"no {wanted} server binaries found (pgserver wheel, /usr/lib/postgresql/*/bin or pg_ctl on PATH): "
+        "pip install -r requirements-dev.txt (Python 3.10 to 3.12), install PostgreSQL, or set DATABASE_URL"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalServer:
+    """A data directory under `home` (home/data, log in home/server.log) and the
+    server that runs on it."""
+
+    def __init__(self, home: Path, binaries: Binaries | None = None, settings: dict[str, str] | None = None):
+        self.home = Path(home).resolve()
+        self.data = self.home / "data"
+        self.log = self.home / "server.log"
+        self.settings = settings or {}
+        self._binaries = binaries
+        self._account = pwd.getpwnam(ACCOUNT_WHEN_ROOT) if os.geteuid() == 0 else None
+
+    @property
+    def binaries(self) -> Binaries:
+        """Those given, or those matching the data directory's version."""
+        if self._binaries is None:
+            version_file = self.data / "PG_VERSION"
+            major = int(version_file.read_text().strip()) if version_file.exists() else None
+            self._binaries = find_binaries(major)
+        return self._binaries
+
+    def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        as_account = {}
+        if self._account is not None:
+            as_account = dict(user=self._account.pw_uid, group=self._account.pw_gid, extra_groups=[])
+        try:
+            return subprocess.run([str(self.binaries.bindir / tool), *args], capture_output=True, text=True,
+                                  env=env, cwd=self.home, **as_account)
+        except OSError as exc:  # typically: the account cannot reach the folder or the binary
+            raise LocalServerError(
+                f"cannot run {tool} for the local PostgreSQL in {self.home} ({exc.strerror}): "
+                f"as root it runs as '{ACCOUNT_WHEN_ROOT}', who needs to reach that folder and "
+                f"{self.binaries.bindir} (chmod o+rx on their parents), or set DATABASE_URL"
+            ) from None
+
+    def port(self) -> int | None:
+        """The port of the running server, or None when it is not running."""
+        if not (self.data / "postmaster.pid").exists():
+            return None
+        if self._run("pg_ctl", "status", "-D", str(self.data)).returncode != 0:
+            return None
+        lines = (self.data / "postmaster.pid").read_text().splitlines()
+        return int(lines[3])
+
+    def url(self, dbname: str = SUPERUSER) -> str:
+        port = self.port()
+        if port is None:
+            raise LocalServerError(f"the local PostgreSQL in {self.home} is not running: scripts/localdb start")
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{dbname}"
+
+    def start(self) -> str:
+        """Start the server unless it runs already (creating the data directory
+        the first time); return the URL of its postgres database."""
+        if self.port() is None:
+            self._initdb()
+            options = {"listen_addresses": "127.0.0.1", "port": str(_free_port()),
+                       "unix_socket_directories": "''", **self.settings}
+            started = self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log),
+                                "-o", " ".join(f"-c {k}={v}" for k, v in options.items()))
+            if started.returncode != 0:
+                raise LocalServerError(f"{self.binaries} did not start: {self._last_log_line(started)}")
+        return self.url()
+
+    def stop(self) -> bool:
+        """Stop the server; False when it was not running."""
+        if self.port() is None:
+            return False
+        stopped = self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))
+        if stopped.returncode != 0:
+            raise LocalServerError(f"could not stop the local PostgreSQL: {self._last_log_line(stopped)}")
+        return True
+
+    def remove(self) -> None:
+        """Stop the server and delete its data directory and log."""
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def _initdb(self) -> None:
+        if (self.data / "PG_VERSION").exists():
+            return
+        self.home.mkdir(parents=True, exist_ok=True)
+        if self._account is not None:
+            os.chown(self.home, self._account.pw_uid, self._account.pw_gid)
+        made = self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
+                         "--encoding=UTF8", "--no-locale")
+        if made.returncode != 0:
+            raise LocalServerError(f"initdb failed: {self._last_log_line(made)}")
+
+    def _last_log_line(self, result: subprocess.CompletedProcess) -> str:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        if self.log.exists():
+            lines += self.log.read_text(errors="replace").strip().splitlines()
+        return lines[-1] if lines else f"exit code {result.returncode}"

@@ -1,0 +1,30 @@
+"""scripts/migrate: yoyo's own commands (apply, rollback, list, reapply,
+break-lock, ...), with DATABASE_URL read from the environment or .env and a
+one-line error, not a traceback, when something is wrong."""
+
+from __future__ import annotations
+
+from . import YOYO_CONFIG
+from .settings import database_url, load_env, run_cli
+
+# yoyo commands that do not touch a database
+NO_DATABASE = {"new", "init"}
+
+
+def yoyo(argv: list[str]) -> int:
+    """Run the yoyo command line with the project's yoyo.ini, wherever we are."""
+    from yoyo.scripts.main import main as yoyo_main
+
+    return yoyo_main(["--config", str(YOYO_CONFIG), *argv]) or 0
+
+
+def main(argv: list[str]) -> int:
+    load_env()
+    asks_for_help = {"-h", "--help"} & set(argv)
+    if argv and not asks_for_help and argv[0] not in NO_DATABASE:
+        database_url()  # fails with one line when it is missing or malformed
+    return yoyo(argv)
+
+
+if __name__ == "__main__":
+    run_cli(main)

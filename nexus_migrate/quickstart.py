@@ -1,0 +1,26 @@
+"""scripts/quickstart: apply every migration and show the state, to DATABASE_URL
+when it is set (environment or .env), otherwise to the project's local PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+
+from .localdb import start_local_database
+from .migrate import yoyo
+from .settings import database_url, load_env, mask_password, run_cli
+
+
+def main(argv: list[str]) -> int:
+    load_env()
+    if os.environ.get("DATABASE_URL"):
+        url = database_url()
+        print(f"Applying to DATABASE_URL {mask_password(url)}")
+    else:
+        url = os.environ["DATABASE_URL"] = start_local_database()
+        print(f"No DATABASE_URL set: using the local PostgreSQL at {url}")
+        print("  (scripts/localdb stop to stop it, scripts/localdb remove to delete it)")
+    return yoyo(["apply", "--batch"]) or yoyo(["list"])
+
+
+if __name__ == "__main__":
+    run_cli(main)

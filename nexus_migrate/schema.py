@@ -1,0 +1,299 @@
+"""The schema each migration promises, and a check of a live database against it.
+
+This is the contract of docs/schema-facts (what the proxy and the dashboard
+rely on), written as data rather than SQL, so that it is an independent witness
+of what the migrations build: verify() reads the catalogs and names every
+difference in plain words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .catalog import applied_migrations
+
+
+@dataclass(frozen=True)
+class Column:
+    type: str  # as format_type() renders it
+    not_null: bool = False
+    default: str | None = None  # as pg_get_expr() renders it
+
+
+@dataclass(frozen=True)
+class Index:
+    table: str
+    keys: tuple[str, ...]  # as pg_get_indexdef(index, n, true) renders each key, then DESC if so
+    include: tuple[str, ...] = ()
+    where: str | None = None  # as pg_get_expr() renders the predicate
+    unique: bool = False
+
+
+@dataclass(frozen=True)
+class Promise:
+    columns: dict[str, dict[str, Column]] = field(default_factory=dict)  # table -> column -> Column
+    constraints: dict[str, tuple[str, ...]] = field(default_factory=dict)  # table -> pg_get_constraintdef()
+    indexes: dict[str, Index] = field(default_factory=dict)
+    views: dict[str, dict[str, Column]] = field(default_factory=dict)  # materialized view -> column -> Column
+    functions: tuple[str, ...] = ()  # as regprocedure renders the signature
+    comments: tuple[str, ...] = ()  # "table" or "table.column"
+
+
+INT = "integer"
+TSTZ = "timestamp with time zone"
+
+
+def varchar(n: int) -> str:
+    return f"character varying({n})"
+
+
+PROMISES: dict[str, Promise] = {
+    "000-init-database": Promise(
+        columns={
+            "api_requests": {
+                "request_id": Column("uuid", not_null=True),
+                "timestamp": Column(TSTZ, not_null=True),
+                "domain": Column(varchar(255), not_null=True),
+                "method": Column(varchar(10), not_null=True),
+                "path": Column(varchar(1024), not_null=True),
+                "headers": Column("jsonb", not_null=True),
+                "body": Column("jsonb"),
+                "request_type": Column(varchar(50)),
+                "api_key_id": Column(varchar(50)),
+                "api_key_hash": Column(varchar(50)),
+                "model": Column(varchar(100)),
+                "ip_address": Column(varchar(45)),
+                "response_status": Column(INT),
+                "response_headers": Column("jsonb"),
+                "response_body": Column("jsonb"),
+                "response_streaming": Column("boolean", default="false"),
+                "duration_ms": Column(INT),
+                "first_token_ms": Column(INT),
+                "input_tokens": Column(INT),
+                "output_tokens": Column(INT),
+                "total_tokens": Column(INT, default="0"),
+                "cache_creation_input_tokens": Column(INT, default="0"),
+                "cache_read_input_tokens": Column(INT, default="0"),
+                "usage_data": Column("jsonb"),
+                "tool_call_count": Column(INT, default="0"),
+                "error": Column("text"),
+                "completed_at": Column(TSTZ),
+                "created_at": Column(TSTZ, default="now()"),
+            },
+            "streaming_chunks": {
+                "id": Column(INT, not_null=True, default="nextval('streaming_chunks_id_seq'::regclass)"),
+                "request_id": Column("uuid", not_null=True),
+                "chunk_index": Column(INT, not_null=True),
+                "timestamp": Column(TSTZ, not_null=True),
+                "data": Column("text", not_null=True),
+                "token_count": Column(INT, default="0"),
+                "created_at": Column(TSTZ, default="now()"),
+            },
+        },
+        constraints={
+            "api_requests": ("PRIMARY KEY (request_id)",),
+            "streaming_chunks": (
+                "PRIMARY KEY (id)",
+                "FOREIGN KEY (request_id) REFERENCES api_requests(request_id) ON DELETE CASCADE",
+                "UNIQUE (request_id, chunk_index)",
+            ),
+        },
+        indexes={
+            "idx_api_requests_domain": Index("api_requests", ("domain",)),
+            "idx_api_requests_timestamp": Index("api_requests", ("\"timestamp\"",)),
+            "idx_api_requests_model": Index("api_requests", ("model",)),
+            "idx_api_requests_request_type": Index("api_requests", ("request_type",)),
+            "idx_hourly_stats_hour_domain": Index("hourly_stats", ("hour DESC", "domain")),
+            "idx_hourly_stats_hour_domain_model": Index(
+                "hourly_stats", ("hour", "domain", "model"), unique=True
+            ),
+        },
+        views={
+            "hourly_stats": {
+                "hour": Column(TSTZ),
+                "domain": Column(varchar(255)),
+                "model": Column(varchar(100)),
+                "request_count": Column("bigint"),
+                "total_input_tokens": Column("bigint"),
+                "total_output_tokens": Column("bigint"),
+                "total_cache_creation_tokens": Column("bigint"),
+                "total_cache_read_tokens": Column("bigint"),
+                "avg_response_time": Column("numeric"),
+                "total_tool_calls": Column("bigint"),
+            },
+        },
+        functions=("refresh_hourly_stats()",),
+        comments=(
+            "api_requests",
+            "api_requests.input_tokens",
+            "api_requests.output_tokens",
+            "api_requests.total_tokens",
+            "api_requests.cache_creation_input_tokens",
+            "api_requests.cache_read_input_tokens",
+            "api_requests.usage_data",
+            "streaming_chunks",
+            "hourly_stats",
+        ),
+    ),
+    "001-add-conversation-tracking": Promise(
+        columns={
+            "api_requests": {
+                "current_message_hash": Column("character(64)"),
+                "parent_message_hash": Column("character(64)"),
+                "conversation_id": Column("uuid"),
+                "branch_id": Column(varchar(255), default="'main'::character varying"),
+                "message_count": Column(INT, default="0"),
+            },
+        },
+        indexes={
+            "idx_requests_current_message_hash": Index("api_requests", ("current_message_hash",)),
+            "idx_requests_parent_message_hash": Index("api_requests", ("parent_message_hash",)),
+            "idx_requests_conversation_id": Index("api_requests", ("conversation_id",)),
+            "idx_requests_branch_id": Index("api_requests", ("branch_id",)),
+            "idx_requests_conversation_branch": Index("api_requests", ("conversation_id", "branch_id")),
+            "idx_requests_message_count": Index("api_requests", ("message_count",)),
+        },
+        comments=tuple(
+            f"api_requests.{name}"
+            for name in ("current_message_hash", "parent_message_hash", "conversation_id",
+                         "branch_id", "message_count")
+        ),
+    ),
+    "002-optimize-conversation-indexes": Promise(
+        indexes={
+            "idx_requests_conversation_timestamp": Index(
+                "api_requests", ("conversation_id", "\"timestamp\""),
+                where="conversation_id IS NOT NULL",
+            ),
+            "idx_requests_conversation_detail": Index(
+                "api_requests", ("conversation_id", "\"timestamp\""),
+                include=("request_id", "domain", "model", "total_tokens", "branch_id"),
+                where="conversation_id IS NOT NULL",
+            ),
+        },
+    ),
+}
+
+_COLUMNS = """
+    SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
+      FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+     WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped"""
+
+_INDEX = """
+    SELECT t.relname, i.indisvalid, i.indisunique, i.indnkeyatts,
+           array(SELECT pg_get_indexdef(i.indexrelid, k, true)
+                        || CASE WHEN i.indoption[k - 1] & 1 = 1 THEN ' DESC' ELSE '' END
+                   FROM generate_series(1, i.indnatts) AS k),
+           pg_get_expr(i.indpred, i.indrelid, true)
+      FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
+     WHERE i.indexrelid = to_regclass(%s)"""
+
+_COMMENT = """
+    SELECT CASE WHEN %(column)s::text IS NULL THEN obj_description(to_regclass(%(table)s), 'pg_class')
+                ELSE col_description(to_regclass(%(table)s),
+                                     (SELECT attnum FROM pg_attribute
+                                       WHERE attrelid = to_regclass(%(table)s) AND attname = %(column)s))
+           END"""
+
+
+def promised(migration_ids) -> Promise:
+    """The union of what the given migrations promise."""
+    columns: dict = {}
+    constraints: dict = {}
+    indexes: dict = {}
+    views: dict = {}
+    functions: tuple = ()
+    comments: tuple = ()
+    for mid in migration_ids:
+        p = PROMISES[mid]
+        for table, cols in p.columns.items():
+            columns[table] = {**columns.get(table, {}), **cols}
+        for table, defs in p.constraints.items():
+            constraints[table] = constraints.get(table, ()) + defs
+        indexes.update(p.indexes)
+        views.update(p.views)
+        functions += p.functions
+        comments += p.comments
+    return Promise(columns, constraints, indexes, views, functions, comments)
+
+
+def verify(conn, migration_ids=None) -> list[str]:
+    """Differences between the database and what the migrations promise, one
+    plain sentence each; empty when there is none. By default the promises are
+    those of the migrations yoyo recorded as applied."""
+    if migration_ids is None:
+        migration_ids = applied_migrations(conn)
+    unknown = [mid for mid in migration_ids if mid not in PROMISES]
+    want = promised(mid for mid in migration_ids if mid in PROMISES)
+    problems = [f"migration {mid} is applied but this check knows nothing of it" for mid in unknown]
+    with conn.cursor() as cur:
+        for table, columns in {**want.columns, **want.views}.items():
+            problems += _check_columns(cur, table, columns)
+        for table, defs in want.constraints.items():
+            cur.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = to_regclass(%s)",
+                        (table,))
+            have = {row[0] for row in cur.fetchall()}
+            problems += [f"table {table} lacks the constraint {d}" for d in defs if d not in have]
+        for name, index in want.indexes.items():
+            problems += _check_index(cur, name, index)
+        for view in want.views:
+            if not any(i.table == view and i.unique and i.where is None for i in want.indexes.values()):
+                problems.append(f"materialized view {view} has no unique index to refresh it concurrently")
+        for signature in want.functions:
+            cur.execute("SELECT to_regprocedure(%s)", (signature,))
+            if cur.fetchone()[0] is None:
+                problems.append(f"function {signature} is missing")
+        for target in want.comments:
+            table, _, column = target.partition(".")
+            cur.execute(_COMMENT, {"table": table, "column": column or None})
+            if not (cur.fetchone()[0] or "").strip():
+                problems.append(f"{target} has no comment")
+    return problems
+
+
+def _check_columns(cur, table: str, columns: dict) -> list[str]:
+    cur.execute(_COLUMNS, (table,))
+    have = {name: Column(type_, notnull, default) for name, type_, notnull, default in cur.fetchall()}
+    if not have:
+        return [f"{table} is missing"]
+    problems = []
+    for name, want in columns.items():
+        got = have.get(name)
+        if got is None:
+            problems.append(f"column {table}.{name} is missing")
+            continue
+        if got.type != want.type:
+            problems.append(f"column {table}.{name} is {got.type}, expected {want.type}")
+        if got.not_null != want.not_null:
+            problems.append(f"column {table}.{name} is {_nullability(got)}, expected {_nullability(want)}")
+        if got.default != want.default:
+            problems.append(f"column {table}.{name} defaults to {got.default or 'nothing'}, "
+                            f"expected {want.default or 'nothing'}")
+    return problems
+
+
+def _nullability(column: Column) -> str:
+    return "NOT NULL" if column.not_null else "nullable"
+
+
+def _check_index(cur, name: str, want: Index) -> list[str]:
+    cur.execute(_INDEX, (name,))
+    row = cur.fetchone()
+    if row is None:
+        return [f"index {name} is missing"]
+    table, valid, unique, nkeys, columns, where = row
+    got = Index(table, tuple(columns[:nkeys]), tuple(columns[nkeys:]), where, unique)
+    if not valid:
+        return [f"index {name} is INVALID (a failed concurrent build?): drop it and apply again"]
+    if got != want:
+        return [f"index {name} is {_describe(got)}, expected {_describe(want)}"]
+    return []
+
+
+def _describe(index: Index) -> str:
+    text = f"{'UNIQUE ' if index.unique else ''}ON {index.table} ({', '.join(index.keys)})"
+    if index.include:
+        text += f" INCLUDE ({', '.join(index.include)})"
+    if index.where:
+        text += f" WHERE {index.where}"
+    return text
