@@ -4,6 +4,8 @@ one-line error, not a traceback, when something is wrong."""
 
 from __future__ import annotations
 
+import os
+
 from . import YOYO_CONFIG
 from .settings import database_url, load_env, run_cli
 
@@ -20,9 +22,11 @@ def yoyo(argv: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     load_env()
-    asks_for_help = {"-h", "--help"} & set(argv)
-    if argv and not asks_for_help and argv[0] not in NO_DATABASE:
+    needs_database = argv and argv[0] not in NO_DATABASE and not {"-h", "--help"} & set(argv)
+    if needs_database:
         database_url()  # fails with one line when it is missing or malformed
+    else:
+        os.environ.setdefault("DATABASE_URL", "")  # yoyo.ini refers to it even for --help
     return yoyo(argv)
 
 

@@ -1,0 +1,127 @@
+"""The commands as an operator runs them: exit codes, messages, .env, the local
+database of the quick start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg2
+
+from nexus_migrate import PROJECT_ROOT
+from nexus_migrate.catalog import applied_migrations
+
+from .conftest import run_script, script_env
+from .migrations import migration_ids
+
+ALL = migration_ids()
+SECRET = "s3cr3t-Pa55"
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    assert SECRET not in output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word in lines[0]
+    return lines[0]
+
+
+def listed(output: str) -> dict[str, str]:
+    """yoyo list's table as {migration id: status}."""
+    return {parts[1]: parts[0] for parts in map(str.split, output.splitlines()) if parts and parts[0] in "AU"}
+
+
+def test_missing_database_url_is_one_line_with_the_fix(project_copy):
+    result = run_script(project_copy, "migrate", "apply")
+    assert_one_line_error(result, "DATABASE_URL is not set", "export DATABASE_URL=", ".env")
+    assert result.returncode == 2
+
+
+def test_help_needs_no_database(project_copy):
+    result = run_script(project_copy, "migrate", "apply", "--help")
+    assert result.returncode == 0 and "--revision" in result.stdout
+
+
+def test_malformed_urls_are_named_without_their_password(project_copy):
+    for url in (f"postgresql://nexus:{SECRET}@db:port/claude", f"mysql://nexus:{SECRET}@db/claude",
+                f"postgresql://nexus:{SECRET}@db:5432"):
+        result = run_script(project_copy, "migrate", "list", DATABASE_URL=url)
+        assert_one_line_error(result, "DATABASE_URL")
+
+
+def test_an_unreachable_server_is_one_line_without_the_password(project_copy):
+    result = run_script(project_copy, "migrate", "apply", DATABASE_URL=f"postgresql://nexus:{SECRET}@127.0.0.1:1/x")
+    assert_one_line_error(result, "127.0.0.1")
+
+
+def test_database_url_from_dot_env_and_the_environment_wins(project_copy, database_url):
+    (project_copy / ".env").write_text(f"DATABASE_URL={database_url}\n")
+    assert set(listed(run_script(project_copy, "migrate", "list").stdout).values()) == {"U"}
+    assert run_script(project_copy, "migrate", "apply", "--batch").returncode == 0
+    assert listed(run_script(project_copy, "migrate", "list").stdout) == dict.fromkeys(ALL, "A")
+
+    (project_copy / ".env").write_text(f"DATABASE_URL=postgresql://nexus:{SECRET}@127.0.0.1:1/x\n")
+    assert run_script(project_copy, "migrate", "list", DATABASE_URL=database_url).returncode == 0
+
+
+def test_plain_yoyo_works_from_the_project_root_with_database_url_exported(database_url):
+    yoyo = Path(sys.executable).parent / "yoyo"
+    env = script_env(DATABASE_URL=database_url)
+    assert subprocess.run([str(yoyo), "apply", "--batch"], cwd=PROJECT_ROOT, env=env).returncode == 0
+    result = subprocess.run([str(yoyo), "list"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    assert listed(result.stdout) == dict.fromkeys(ALL, "A")
+
+
+def test_a_failed_post_check_exits_non_zero_and_records_nothing(project_copy, database_url, db):
+    """An index left INVALID by someone's failed concurrent build carries 002's
+    name: IF NOT EXISTS would keep it, the post-check refuses."""
+    assert run_script(project_copy, "migrate", "apply", "--batch", "-r", ALL[1],
+                      DATABASE_URL=database_url).returncode == 0
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO api_requests (request_id, timestamp, domain, method, path, headers, conversation_id)"
+                    " SELECT gen_random_uuid(), now(), 'd', 'POST', '/v1/messages', '{}', gen_random_uuid()"
+                    "   FROM generate_series(1, 2)")
+        try:  # fails on the timestamps (equal within one statement) and leaves an INVALID index behind
+            cur.execute("CREATE UNIQUE INDEX CONCURRENTLY idx_requests_conversation_detail "
+                        "ON api_requests (timestamp)")
+        except psycopg2.errors.UniqueViolation:
+            pass
+    result = run_script(project_copy, "migrate", "apply", "--batch", DATABASE_URL=database_url)
+    assert_one_line_error(result, "002", "idx_requests_conversation_detail", "invalid")
+    assert applied_migrations(db) == ALL[:2]
+    with db.cursor() as cur:
+        cur.execute("SELECT to_regclass('idx_requests_conversation_timestamp')")
+        assert cur.fetchone()[0] is None, "002 was rolled back as a whole"
+
+
+def test_quickstart_starts_reuses_and_removes_its_own_database(project_copy):
+    first = run_script(project_copy, "quickstart")
+    assert first.returncode == 0, first.stderr
+    assert listed(first.stdout) == dict.fromkeys(ALL, "A")
+    url = run_script(project_copy, "localdb", "url").stdout.strip()
+    assert url.startswith("postgresql://postgres@127.0.0.1:")
+
+    again = run_script(project_copy, "quickstart")
+    assert again.returncode == 0 and url in again.stdout  # the same server, nothing to apply
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        assert applied_migrations(conn) == ALL
+        cur.execute("SELECT count(*) FROM _yoyo_log WHERE operation = 'apply'")
+        assert cur.fetchone()[0] == len(ALL)
+    conn.close()
+
+    assert run_script(project_copy, "localdb", "stop").returncode == 0
+    assert run_script(project_copy, "localdb", "status").returncode == 3
+    assert run_script(project_copy, "localdb", "remove").returncode == 0
+    assert not (project_copy / ".local-pg").exists()
+
+
+def test_quickstart_applies_to_database_url_when_it_is_set(project_copy, database_url, db):
+    result = run_script(project_copy, "quickstart", DATABASE_URL=database_url)
+    assert result.returncode == 0, result.stderr
+    assert applied_migrations(db) == ALL
+    assert not (project_copy / ".local-pg").exists()

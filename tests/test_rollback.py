@@ -1,0 +1,52 @@
+"""Rolling back: every migration undoes itself completely, whatever ran before it.
+
+Catalogs are compared whole (tables, columns with types and defaults, indexes,
+constraints, views, functions, comments), not by a handful of names.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from nexus_migrate.catalog import applied_migrations, snapshot
+
+from .migrations import migration_ids
+
+ALL = migration_ids()
+
+
+@pytest.mark.parametrize("target", ALL)
+def test_rolling_back_a_migration_restores_the_catalog_it_found(yoyo, db, target):
+    position = ALL.index(target)
+    if position:
+        yoyo("apply", "-r", ALL[position - 1])
+    found = snapshot(db)
+    yoyo("apply", "-r", target)
+    assert snapshot(db) != found, f"{target} changed nothing"
+
+    assert yoyo("rollback", "-r", target) == 0
+    assert snapshot(db) == found
+    assert applied_migrations(db) == ALL[:position]
+
+
+def test_rollback_of_everything_leaves_the_database_as_it_was(yoyo, db):
+    empty = snapshot(db)
+    yoyo("apply")
+    assert yoyo("rollback", "--all") == 0
+    assert snapshot(db) == empty
+    assert applied_migrations(db) == []
+
+
+def test_apply_rollback_apply_gives_the_catalog_of_a_single_apply(yoyo, db):
+    yoyo("apply")
+    once = snapshot(db)
+    yoyo("rollback", "--all")
+    yoyo("apply")
+    assert snapshot(db) == once
+
+
+def test_reapply_of_the_last_migration_keeps_the_catalog(yoyo, db):
+    yoyo("apply")
+    once = snapshot(db)
+    assert yoyo("reapply", "-r", ALL[-1]) == 0
+    assert snapshot(db) == once
