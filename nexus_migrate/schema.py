@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .catalog import applied_migrations
+from .catalog import applied_migrations, snapshot
 
 
 @dataclass(frozen=True)
@@ -174,11 +174,7 @@ PROMISES: dict[str, Promise] = {
     ),
 }
 
-_COLUMNS = """
-    SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
-      FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-     WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped"""
-
+# Index structure, which snapshot() renders only as a whole definition.
 _INDEX = """
     SELECT t.relname, i.indisvalid, i.indisunique, i.indnkeyatts,
            array(SELECT pg_get_indexdef(i.indexrelid, k, true)
@@ -187,13 +183,6 @@ _INDEX = """
            pg_get_expr(i.indpred, i.indrelid, true)
       FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
      WHERE i.indexrelid = to_regclass(%s)"""
-
-_COMMENT = """
-    SELECT CASE WHEN %(column)s::text IS NULL THEN obj_description(to_regclass(%(table)s), 'pg_class')
-                ELSE col_description(to_regclass(%(table)s),
-                                     (SELECT attnum FROM pg_attribute
-                                       WHERE attrelid = to_regclass(%(table)s) AND attname = %(column)s))
-           END"""
 
 
 def promised(migration_ids) -> Promise:
@@ -223,49 +212,43 @@ def verify(conn, migration_ids=None) -> list[str]:
     those of the migrations yoyo recorded as applied."""
     if migration_ids is None:
         migration_ids = applied_migrations(conn)
-    unknown = [mid for mid in migration_ids if mid not in PROMISES]
+    problems = [f"migration {mid} is applied but this check knows nothing of it"
+                for mid in migration_ids if mid not in PROMISES]
     want = promised(mid for mid in migration_ids if mid in PROMISES)
-    problems = [f"migration {mid} is applied but this check knows nothing of it" for mid in unknown]
+    have = snapshot(conn)
+    relations = {name for name, *_ in have["relations"]}
+    columns = {(t, c): Column(type_, not_null, default) for t, c, type_, not_null, default, _ in have["columns"]}
+    comments = {t: comment for t, _, comment in have["relations"]}
+    comments.update({f"{t}.{c}": comment for t, c, *_, comment in have["columns"]})
+    constraints = {(t, definition) for t, _, definition in have["constraints"]}
+    functions = {signature for signature, *_ in have["functions"]}
+
+    for table, promised_columns in {**want.columns, **want.views}.items():
+        if table not in relations:
+            problems.append(f"{table} is missing")
+            continue
+        for name, column in promised_columns.items():
+            problems += _column_problems(f"{table}.{name}", columns.get((table, name)), column)
+    problems += [f"table {table} lacks the constraint {d}"
+                 for table, defs in want.constraints.items() for d in defs if (table, d) not in constraints]
     with conn.cursor() as cur:
-        for table, columns in {**want.columns, **want.views}.items():
-            problems += _check_columns(cur, table, columns)
-        for table, defs in want.constraints.items():
-            cur.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = to_regclass(%s)",
-                        (table,))
-            have = {row[0] for row in cur.fetchall()}
-            problems += [f"table {table} lacks the constraint {d}" for d in defs if d not in have]
         for name, index in want.indexes.items():
-            problems += _check_index(cur, name, index)
-        for signature in want.functions:
-            cur.execute("SELECT to_regprocedure(%s)", (signature,))
-            if cur.fetchone()[0] is None:
-                problems.append(f"function {signature} is missing")
-        for target in want.comments:
-            table, _, column = target.partition(".")
-            cur.execute(_COMMENT, {"table": table, "column": column or None})
-            if not (cur.fetchone()[0] or "").strip():
-                problems.append(f"{target} has no comment")
+            problems += _index_problems(cur, name, index)
+    problems += [f"function {signature} is missing" for signature in want.functions if signature not in functions]
+    problems += [f"{target} has no comment" for target in want.comments if not (comments.get(target) or "").strip()]
     return problems
 
 
-def _check_columns(cur, table: str, columns: dict) -> list[str]:
-    cur.execute(_COLUMNS, (table,))
-    have = {name: Column(type_, notnull, default) for name, type_, notnull, default in cur.fetchall()}
-    if not have:
-        return [f"{table} is missing"]
+def _column_problems(name: str, got: Column | None, want: Column) -> list[str]:
+    if got is None:
+        return [f"column {name} is missing"]
     problems = []
-    for name, want in columns.items():
-        got = have.get(name)
-        if got is None:
-            problems.append(f"column {table}.{name} is missing")
-            continue
-        if got.type != want.type:
-            problems.append(f"column {table}.{name} is {got.type}, expected {want.type}")
-        if got.not_null != want.not_null:
-            problems.append(f"column {table}.{name} is {_nullability(got)}, expected {_nullability(want)}")
-        if got.default != want.default:
-            problems.append(f"column {table}.{name} defaults to {got.default or 'nothing'}, "
-                            f"expected {want.default or 'nothing'}")
+    if got.type != want.type:
+        problems.append(f"column {name} is {got.type}, expected {want.type}")
+    if got.not_null != want.not_null:
+        problems.append(f"column {name} is {_nullability(got)}, expected {_nullability(want)}")
+    if got.default != want.default:
+        problems.append(f"column {name} defaults to {got.default or 'nothing'}, expected {want.default or 'nothing'}")
     return problems
 
 
@@ -273,7 +256,7 @@ def _nullability(column: Column) -> str:
     return "NOT NULL" if column.not_null else "nullable"
 
 
-def _check_index(cur, name: str, want: Index) -> list[str]:
+def _index_problems(cur, name: str, want: Index) -> list[str]:
     cur.execute(_INDEX, (name,))
     row = cur.fetchone()
     if row is None:
