@@ -42,6 +42,15 @@ def test_missing_database_url_is_one_line_with_the_fix(project_copy):
     assert result.returncode == 2
 
 
+def test_without_the_requirements_installed_the_scripts_say_how(project_copy, tmp_path):
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    (project_copy / ".venv").unlink()
+    for script in ("migrate", "localdb"):
+        result = run_script(project_copy, script, "list", PATH=f"{bare / 'bin'}:/usr/bin:/bin")
+        assert_one_line_error(result, "scripts/venv", "requirements.txt")
+
+
 def test_help_needs_no_database(project_copy):
     result = run_script(project_copy, "migrate", "apply", "--help")
     assert result.returncode == 0 and "--revision" in result.stdout
