@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import psycopg2
-from psycopg2 import sql
-
 from . import PROJECT_ROOT
 from .localpg import LocalServer
 from .settings import run_cli
@@ -24,16 +21,7 @@ def start_local_database() -> str:
     project's database; return that database's URL."""
     server = local_server()
     server.start()
-    conn = psycopg2.connect(server.url())
-    conn.autocommit = True  # CREATE DATABASE runs outside a transaction
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (LOCAL_DATABASE,))
-            if cur.fetchone() is None:
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(LOCAL_DATABASE)))
-    finally:
-        conn.close()
-    return server.url(LOCAL_DATABASE)
+    return server.ensure_database(LOCAL_DATABASE)
 
 
 def main(argv: list[str]) -> int:

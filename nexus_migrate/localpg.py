@@ -17,9 +17,13 @@ import re
 import shutil
 import socket
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from glob import glob
 from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
 
 from .settings import OperatorError
 
@@ -159,6 +163,29 @@ class LocalServer:
         if stopped.returncode != 0:
             raise LocalServerError(f"could not stop the local PostgreSQL: {self._last_log_line(stopped)}")
         return True
+
+    def ensure_database(self, name: str) -> str:
+        """Create database `name` unless it exists; return its URL."""
+        with self._superuser() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop database `name`, closing its connections."""
+        with self._superuser() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    @contextmanager
+    def _superuser(self):
+        conn = psycopg2.connect(self.url())
+        conn.autocommit = True  # CREATE and DROP DATABASE run outside a transaction
+        try:
+            with conn.cursor() as cur:
+                yield cur
+        finally:
+            conn.close()
 
     def remove(self) -> None:
         """Stop the server and delete its data directory and log."""

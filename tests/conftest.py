@@ -19,7 +19,6 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from psycopg2 import sql
 
 from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.localpg import LocalServer, LocalServerError, find_binaries
@@ -53,23 +52,12 @@ def server(request):
     srv.remove()
 
 
-def _admin(server: LocalServer):
-    conn = psycopg2.connect(server.url())
-    conn.autocommit = True
-    return conn
-
-
 @pytest.fixture
 def database_url(server):
     """A new, empty database; dropped after the test."""
     name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = _admin(server)
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield server.url(name)
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-    admin.close()
+    yield server.ensure_database(name)
+    server.drop_database(name)
 
 
 @pytest.fixture
