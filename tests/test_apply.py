@@ -7,17 +7,7 @@ import pytest
 from nexus_migrate.catalog import applied_migrations, snapshot
 from nexus_migrate.schema import verify
 
-from .migrations import migration_ids
-
-ALL = migration_ids()
-
-
-def log(db, operation: str) -> list[str]:
-    """Migration ids in the order yoyo's log recorded the operation."""
-    with db.cursor() as cur:
-        cur.execute("SELECT migration_id FROM _yoyo_log WHERE operation = %s ORDER BY created_at_utc",
-                    (operation,))
-        return [row[0] for row in cur.fetchall()]
+from .migrations import ALL, logged
 
 
 def test_apply_all_builds_the_promised_schema(yoyo, db):
@@ -31,12 +21,12 @@ def test_apply_is_a_no_op_the_second_time(yoyo, db):
     before = snapshot(db)
     assert yoyo("apply") == 0
     assert snapshot(db) == before
-    assert log(db, "apply") == ALL  # nothing ran twice
+    assert logged(db, "apply") == ALL  # nothing ran twice
 
 
 def test_asking_for_the_last_migration_applies_its_dependencies_first(yoyo, db):
     assert yoyo("apply", "-r", ALL[-1]) == 0
-    assert log(db, "apply") == ALL
+    assert logged(db, "apply") == ALL
     assert verify(db, ALL) == []
 
 
@@ -61,5 +51,5 @@ def test_a_migration_picked_without_its_dependencies_is_refused(yoyo, db):
 def test_rolling_back_the_first_migration_first_rolls_back_its_dependents(yoyo, db):
     yoyo("apply")
     assert yoyo("rollback", "-r", ALL[0]) == 0
-    assert log(db, "rollback") == ALL[::-1]
+    assert logged(db, "rollback") == ALL[::-1]
     assert applied_migrations(db) == []

@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 
 import pytest
-from yoyo import read_migrations
 
 from nexus_migrate import MIGRATIONS_DIR
 from nexus_migrate.catalog import snapshot
 from nexus_migrate.schema import PROMISES
 
+from .migrations import MIGRATIONS
+
 FILE_NAME = re.compile(r"^(\d{3})-[a-z0-9]+(-[a-z0-9]+)*\.py$")
-MIGRATIONS = list(read_migrations(str(MIGRATIONS_DIR)))
 
 
 def steps(migration):

@@ -10,9 +10,7 @@ import pytest
 
 from nexus_migrate.catalog import applied_migrations, snapshot
 
-from .migrations import migration_ids
-
-ALL = migration_ids()
+from .migrations import ALL
 
 
 @pytest.mark.parametrize("target", ALL)
