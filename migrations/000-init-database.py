@@ -7,15 +7,19 @@ refresh_hourly_stats() refreshes that rollup without blocking its readers.
 
 Each step is an apply followed by the rollback that undoes it; yoyo runs the
 rollbacks in reverse order. Every CREATE is guarded, so a database that already
-holds some of these objects takes the migration without error.
+holds some of these objects takes the migration without error, and a migration
+that stopped half-way completes when it is applied again.
 """
 
-from yoyo import step
+from nexus_migrate.steps import check, ddl, index, migration
 
 __depends__: set[str] = set()
+# Outside a transaction: CREATE INDEX CONCURRENTLY cannot run in one. Each ddl
+# step takes a short transaction of its own (see nexus_migrate/steps.py).
+__transactional__ = False
 
-steps = [
-    step(
+steps = migration(
+    ddl(
         """
         CREATE TABLE IF NOT EXISTS api_requests (
             request_id                  UUID PRIMARY KEY,
@@ -51,7 +55,7 @@ steps = [
     # them, and 002 indexes total_tokens. Adding them apart from CREATE TABLE also
     # completes tables that the original script built. A constant default makes
     # ADD COLUMN a catalog-only change, however many rows the table holds.
-    step(
+    ddl(
         """
         ALTER TABLE api_requests
             ADD COLUMN IF NOT EXISTS api_key_hash   VARCHAR(50),
@@ -65,7 +69,7 @@ steps = [
             DROP COLUMN IF EXISTS api_key_hash
         """,
     ),
-    step(
+    ddl(
         """
         COMMENT ON TABLE api_requests IS
             'One row per request proxied to the Claude API, completed by its response';
@@ -89,27 +93,27 @@ steps = [
         COMMENT ON TABLE api_requests IS NULL
         """,
     ),
-    step(
-        "CREATE INDEX IF NOT EXISTS idx_api_requests_domain ON api_requests (domain)",
-        "DROP INDEX IF EXISTS idx_api_requests_domain",
+    index(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_api_requests_domain ON api_requests (domain)",
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_api_requests_domain",
     ),
-    step(
-        "CREATE INDEX IF NOT EXISTS idx_api_requests_timestamp ON api_requests (timestamp)",
-        "DROP INDEX IF EXISTS idx_api_requests_timestamp",
+    index(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_api_requests_timestamp ON api_requests (timestamp)",
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_api_requests_timestamp",
     ),
-    step(
-        "CREATE INDEX IF NOT EXISTS idx_api_requests_model ON api_requests (model)",
-        "DROP INDEX IF EXISTS idx_api_requests_model",
+    index(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_api_requests_model ON api_requests (model)",
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_api_requests_model",
     ),
-    step(
-        "CREATE INDEX IF NOT EXISTS idx_api_requests_request_type ON api_requests (request_type)",
-        "DROP INDEX IF EXISTS idx_api_requests_request_type",
+    index(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_api_requests_request_type ON api_requests (request_type)",
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_api_requests_request_type",
     ),
     # The UNIQUE constraint's own index (request_id, chunk_index) serves the
     # proxy's chunk reads and the cascade from api_requests. The original also
     # built idx_streaming_chunks_request_id on the same two columns; a second copy
     # would only double the index work of every chunk insert, so it is left out.
-    step(
+    ddl(
         """
         CREATE TABLE IF NOT EXISTS streaming_chunks (
             id          SERIAL PRIMARY KEY,
@@ -124,11 +128,11 @@ steps = [
         """,
         "DROP TABLE IF EXISTS streaming_chunks",
     ),
-    step(
+    ddl(
         "COMMENT ON TABLE streaming_chunks IS 'Server-sent event chunks of streamed responses, in order'",
         "COMMENT ON TABLE streaming_chunks IS NULL",
     ),
-    step(
+    ddl(
         """
         CREATE MATERIALIZED VIEW IF NOT EXISTS hourly_stats AS
         SELECT date_trunc('hour', timestamp)    AS hour,
@@ -147,23 +151,23 @@ steps = [
         """,
         "DROP MATERIALIZED VIEW IF EXISTS hourly_stats",
     ),
-    step(
+    ddl(
         "COMMENT ON MATERIALIZED VIEW hourly_stats IS 'Requests and tokens per hour, domain and model over the last 7 days'",
         "COMMENT ON MATERIALIZED VIEW hourly_stats IS NULL",
     ),
-    step(
-        "CREATE INDEX IF NOT EXISTS idx_hourly_stats_hour_domain ON hourly_stats (hour DESC, domain)",
-        "DROP INDEX IF EXISTS idx_hourly_stats_hour_domain",
+    index(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_hourly_stats_hour_domain ON hourly_stats (hour DESC, domain)",
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_hourly_stats_hour_domain",
     ),
     # REFRESH ... CONCURRENTLY needs a unique index on plain columns with no
     # WHERE clause; the original had none, so its refresh function always failed.
     # (hour, domain, model) is the view's GROUP BY, hence unique; rows whose model
     # is NULL never compare equal, which the refresh handles by rewriting them.
-    step(
-        "CREATE UNIQUE INDEX IF NOT EXISTS idx_hourly_stats_hour_domain_model ON hourly_stats (hour, domain, model)",
-        "DROP INDEX IF EXISTS idx_hourly_stats_hour_domain_model",
+    index(
+        "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS idx_hourly_stats_hour_domain_model ON hourly_stats (hour, domain, model)",
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_hourly_stats_hour_domain_model",
     ),
-    step(
+    ddl(
         """
         CREATE OR REPLACE FUNCTION refresh_hourly_stats() RETURNS void
         LANGUAGE plpgsql AS $$
@@ -176,7 +180,7 @@ steps = [
     ),
     # Post-check: an older hourly_stats that IF NOT EXISTS kept must still be
     # refreshable, or the function above would fail at its first call.
-    step(
+    check(
         """
         DO $$
         BEGIN
@@ -189,6 +193,5 @@ steps = [
         END
         $$
         """,
-        None,
     ),
-]
+)

@@ -7,14 +7,17 @@ earlier requests by those hashes to find the conversation and branch that the ne
 one continues.
 """
 
-from yoyo import step
+from nexus_migrate.steps import check, ddl, index, migration
 
 __depends__ = {"000-init-database"}
+# Outside a transaction: CREATE INDEX CONCURRENTLY cannot run in one. Each ddl
+# step takes a short transaction of its own (see nexus_migrate/steps.py).
+__transactional__ = False
 
-steps = [
+steps = migration(
     # One ALTER takes the table lock once. Constant defaults keep every ADD
     # COLUMN catalog-only: existing rows are not rewritten.
-    step(
+    ddl(
         """
         ALTER TABLE api_requests
             ADD COLUMN IF NOT EXISTS current_message_hash CHAR(64),
@@ -32,7 +35,7 @@ steps = [
             DROP COLUMN IF EXISTS current_message_hash
         """,
     ),
-    step(
+    ddl(
         """
         COMMENT ON COLUMN api_requests.current_message_hash IS
             'SHA-256 (hex) of the last message of the request';
@@ -53,34 +56,34 @@ steps = [
         COMMENT ON COLUMN api_requests.current_message_hash IS NULL
         """,
     ),
-    step(
-        "CREATE INDEX IF NOT EXISTS idx_requests_current_message_hash ON api_requests (current_message_hash)",
-        "DROP INDEX IF EXISTS idx_requests_current_message_hash",
+    index(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_requests_current_message_hash ON api_requests (current_message_hash)",
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_requests_current_message_hash",
     ),
-    step(
-        "CREATE INDEX IF NOT EXISTS idx_requests_parent_message_hash ON api_requests (parent_message_hash)",
-        "DROP INDEX IF EXISTS idx_requests_parent_message_hash",
+    index(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_requests_parent_message_hash ON api_requests (parent_message_hash)",
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_requests_parent_message_hash",
     ),
-    step(
-        "CREATE INDEX IF NOT EXISTS idx_requests_conversation_id ON api_requests (conversation_id)",
-        "DROP INDEX IF EXISTS idx_requests_conversation_id",
+    index(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_requests_conversation_id ON api_requests (conversation_id)",
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_requests_conversation_id",
     ),
-    step(
-        "CREATE INDEX IF NOT EXISTS idx_requests_branch_id ON api_requests (branch_id)",
-        "DROP INDEX IF EXISTS idx_requests_branch_id",
+    index(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_requests_branch_id ON api_requests (branch_id)",
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_requests_branch_id",
     ),
-    step(
-        "CREATE INDEX IF NOT EXISTS idx_requests_conversation_branch ON api_requests (conversation_id, branch_id)",
-        "DROP INDEX IF EXISTS idx_requests_conversation_branch",
+    index(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_requests_conversation_branch ON api_requests (conversation_id, branch_id)",
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_requests_conversation_branch",
     ),
-    step(
-        "CREATE INDEX IF NOT EXISTS idx_requests_message_count ON api_requests (message_count)",
-        "DROP INDEX IF EXISTS idx_requests_message_count",
+    index(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_requests_message_count ON api_requests (message_count)",
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_requests_message_count",
     ),
     # Post-check: ADD COLUMN IF NOT EXISTS keeps a column that was already there,
     # whatever its type. The proxy's lookups compare these three with a uuid and
     # 64-character hex digests, so another type there is a failure, not a detail.
-    step(
+    check(
         """
         DO $$
         DECLARE
@@ -98,6 +101,5 @@ steps = [
         END
         $$
         """,
-        None,
     ),
-]
+)

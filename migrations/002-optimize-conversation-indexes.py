@@ -8,18 +8,21 @@ below, so an index that carries all seven answers them with index-only scans,
 never visiting the heap rows with their large JSONB bodies.
 """
 
-from yoyo import step
+from nexus_migrate.steps import ddl, index, migration
 
 __depends__ = {"001-add-conversation-tracking"}
+# Outside a transaction: CREATE INDEX CONCURRENTLY cannot run in one. Each ddl
+# step takes a short transaction of its own (see nexus_migrate/steps.py).
+__transactional__ = False
 
-steps = [
-    step(
+steps = migration(
+    index(
         """
-        CREATE INDEX IF NOT EXISTS idx_requests_conversation_timestamp
+        CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_requests_conversation_timestamp
             ON api_requests (conversation_id, timestamp)
             WHERE conversation_id IS NOT NULL
         """,
-        "DROP INDEX IF EXISTS idx_requests_conversation_timestamp",
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_requests_conversation_timestamp",
     ),
     # Key columns versus INCLUDE: both queries search and order by
     # (conversation_id, timestamp) only; timestamp is all but unique within a
@@ -29,39 +32,15 @@ steps = [
     # tree hold just the two keys, and the payload needs no B-tree operator
     # class. (Deduplication, which INCLUDE turns off, would not apply anyway:
     # request_id makes every entry distinct.)
-    step(
+    index(
         """
-        CREATE INDEX IF NOT EXISTS idx_requests_conversation_detail
+        CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_requests_conversation_detail
             ON api_requests (conversation_id, timestamp)
             INCLUDE (request_id, domain, model, total_tokens, branch_id)
             WHERE conversation_id IS NOT NULL
         """,
-        "DROP INDEX IF EXISTS idx_requests_conversation_detail",
-    ),
-    # Post-check: IF NOT EXISTS keeps any index that already has one of these
-    # names, even one left INVALID by a failed concurrent build, which no query
-    # can use. Fail loudly rather than record 002 as applied.
-    step(
-        """
-        DO $$
-        DECLARE
-            unusable text;
-        BEGIN
-            SELECT string_agg(name, ', ')
-              INTO unusable
-              FROM unnest(ARRAY['idx_requests_conversation_timestamp',
-                                'idx_requests_conversation_detail']) AS name
-              LEFT JOIN pg_index ON indexrelid = to_regclass(name)
-             WHERE NOT coalesce(indisvalid, false)
-                OR indrelid <> 'api_requests'::regclass;
-            IF unusable IS NOT NULL THEN
-                RAISE EXCEPTION '002: index % is missing or invalid; drop it and apply again', unusable;
-            END IF;
-        END
-        $$
-        """,
-        None,
+        "DROP INDEX CONCURRENTLY IF EXISTS idx_requests_conversation_detail",
     ),
     # Fresh statistics let the planner pick the new indexes straight away.
-    step("ANALYZE api_requests", None),
-]
+    ddl("ANALYZE api_requests", None),
+)

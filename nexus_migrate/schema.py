@@ -28,6 +28,18 @@ class Index:
     where: str | None = None  # as pg_get_expr() renders the predicate
     unique: bool = False
 
+    def served_by(self, other: Index) -> bool:
+        """other answers every query this index does: same table, same key
+        columns in the same order (in either direction), same predicate, same
+        included columns; and unique if this one is."""
+        return (other.table == self.table and _columns(other.keys) == _columns(self.keys)
+                and set(other.include) == set(self.include) and other.where == self.where
+                and (other.unique or not self.unique))
+
+
+def _columns(keys: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(key.removesuffix(" DESC") for key in keys)
+
 
 @dataclass(frozen=True)
 class Promise:
@@ -174,15 +186,47 @@ PROMISES: dict[str, Promise] = {
     ),
 }
 
-# Index structure, which snapshot() renders only as a whole definition.
-_INDEX = """
-    SELECT t.relname, i.indisvalid, i.indisunique, i.indnkeyatts,
+# Index structure, which snapshot() renders only as a whole definition: every
+# index of a table, or the one index of a name.
+_INDEXES = """
+    SELECT c.relname, t.relname, i.indisvalid, i.indisunique, i.indnkeyatts,
            array(SELECT pg_get_indexdef(i.indexrelid, k, true)
                         || CASE WHEN i.indoption[k - 1] & 1 = 1 THEN ' DESC' ELSE '' END
                    FROM generate_series(1, i.indnatts) AS k),
            pg_get_expr(i.indpred, i.indrelid, true)
-      FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
-     WHERE i.indexrelid = to_regclass(%s)"""
+      FROM pg_index i
+      JOIN pg_class c ON c.oid = i.indexrelid
+      JOIN pg_class t ON t.oid = i.indrelid
+     WHERE i.indrelid = to_regclass(%(table)s) OR i.indexrelid = to_regclass(%(index)s)"""
+
+
+def _indexes(cur, table: str | None = None, index: str | None = None) -> dict[str, tuple[Index, bool]]:
+    """name -> (structure, valid) for the indexes of table, or the one named index."""
+    cur.execute(_INDEXES, {"table": table, "index": index})
+    return {name: (Index(on, tuple(columns[:nkeys]), tuple(columns[nkeys:]), where, unique), valid)
+            for name, on, valid, unique, nkeys, columns, where in cur.fetchall()}
+
+
+def index_state(cur, name: str) -> str | None:
+    """'valid', 'invalid' (a concurrent build that failed or was interrupted) or None."""
+    found = _indexes(cur, index=name).get(name)
+    return None if found is None else "valid" if found[1] else "invalid"
+
+
+def promised_index(name: str) -> Index:
+    for promise in PROMISES.values():
+        if name in promise.indexes:
+            return promise.indexes[name]
+    raise KeyError(f"no migration promises an index named {name}")
+
+
+def equivalent_index(cur, name: str) -> str | None:
+    """The valid index that serves what the promised index name serves: name
+    itself when it does, else one of any other name; None when there is none."""
+    want = promised_index(name)
+    serving = [other for other, (index, valid) in _indexes(cur, table=want.table).items()
+               if valid and want.served_by(index)]
+    return name if name in serving else min(serving, default=None)
 
 
 def promised(migration_ids) -> Promise:
@@ -257,17 +301,15 @@ def _nullability(column: Column) -> str:
 
 
 def _index_problems(cur, name: str, want: Index) -> list[str]:
-    cur.execute(_INDEX, (name,))
-    row = cur.fetchone()
-    if row is None:
+    if equivalent_index(cur, name):
+        return []
+    found = _indexes(cur, index=name).get(name)
+    if found is None:
         return [f"index {name} is missing"]
-    table, valid, unique, nkeys, columns, where = row
-    got = Index(table, tuple(columns[:nkeys]), tuple(columns[nkeys:]), where, unique)
+    got, valid = found
     if not valid:
-        return [f"index {name} is INVALID (a failed concurrent build?): drop it and apply again"]
-    if got != want:
-        return [f"index {name} is {_describe(got)}, expected {_describe(want)}"]
-    return []
+        return [f"index {name} is INVALID (a failed concurrent build?): rebuild it with REINDEX INDEX CONCURRENTLY {name}"]
+    return [f"index {name} is {_describe(got)}, expected {_describe(want)}"]
 
 
 def _describe(index: Index) -> str:

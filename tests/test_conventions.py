@@ -8,7 +8,8 @@ import pytest
 
 from nexus_migrate import MIGRATIONS_DIR
 from nexus_migrate.catalog import snapshot
-from nexus_migrate.schema import PROMISES
+from nexus_migrate.schema import PROMISES, promised_index
+from nexus_migrate.steps import Check, Ddl, Index
 
 from .migrations import MIGRATIONS
 
@@ -17,7 +18,7 @@ FILE_NAME = re.compile(r"^(\d{3})-[a-z0-9]+(-[a-z0-9]+)*\.py$")
 
 def steps(migration):
     migration.load()
-    return [wrapper.step for wrapper in migration.steps]
+    return migration.module.steps
 
 
 def test_every_file_is_a_numbered_migration_and_the_numbers_have_no_gap():
@@ -35,17 +36,28 @@ def test_each_migration_depends_on_the_one_before_it():
 
 @pytest.mark.parametrize("migration", MIGRATIONS, ids=lambda m: m.id)
 def test_each_migration_is_plain_sql_with_a_docstring_and_a_promise(migration):
-    assert all(isinstance(s._apply, str) and isinstance(s._rollback, (str, type(None)))
-               for s in steps(migration))
+    assert all(isinstance(s, (Ddl, Index, Check)) and isinstance(s.apply_sql, str)
+               and isinstance(s.rollback_sql, (str, type(None))) for s in steps(migration))
     assert (migration.module.__doc__ or "").strip(), "say what the migration is for"
     assert migration.id in PROMISES, "add what it builds to nexus_migrate/schema.py, for verify()"
+
+
+@pytest.mark.parametrize("migration", MIGRATIONS, ids=lambda m: m.id)
+def test_indexes_are_built_concurrently_outside_a_transaction(migration):
+    """A plain CREATE INDEX blocks the proxy's writes for the whole build."""
+    assert migration.module.__transactional__ is False
+    for s in steps(migration):
+        if isinstance(s, Index):
+            assert promised_index(s.name), s.name
+        else:
+            assert not re.search(r"\b(CREATE|DROP)( UNIQUE)? INDEX\b", s.apply_sql + (s.rollback_sql or ""), re.I), s.apply_sql
 
 
 def test_every_step_has_a_rollback_unless_it_changes_nothing(yoyo, db):
     """Steps without a rollback are checks and ANALYZE. Run again on a migrated
     database, each leaves the catalog as it found it."""
     yoyo("apply")
-    unpaired = [(m.id, s._apply) for m in MIGRATIONS for s in steps(m) if s._rollback is None]
+    unpaired = [(m.id, s.apply_sql) for m in MIGRATIONS for s in steps(m) if s.rollback_sql is None]
     assert unpaired, "expected the post-checks here"
     for migration_id, sql in unpaired:
         before = snapshot(db)

@@ -48,5 +48,5 @@ def test_an_invalid_index_and_a_missing_table_are_named(yoyo, db):
         cur.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'idx_api_requests_domain'::regclass")
         cur.execute("DROP TABLE streaming_chunks")
     problems = verify(db)
-    assert "index idx_api_requests_domain is INVALID (a failed concurrent build?): drop it and apply again" in problems
+    assert "index idx_api_requests_domain is INVALID (a failed concurrent build?): rebuild it with REINDEX INDEX CONCURRENTLY idx_api_requests_domain" in problems
     assert "streaming_chunks is missing" in problems

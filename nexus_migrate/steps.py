@@ -1,0 +1,323 @@
+"""How the migrations' SQL runs against a table the proxy writes every second.
+
+A migration file lists its statements, each beside its undoing, through three
+kinds of step:
+
+- ddl(apply, rollback): a short transaction of its own, under a lock_timeout.
+  A statement that needs a strong lock (ALTER TABLE, COMMENT, DROP, a foreign
+  key) waits at most LOCK_TIMEOUT for it, so the proxy's writes queue behind it
+  for no longer than that; then it gives up, sleeps and tries again, a bounded
+  number of times, and finally stops with a message that says to re-run.
+- index(create, drop): CREATE / DROP INDEX CONCURRENTLY, outside any
+  transaction, so writes go on while the index builds. An INVALID index that an
+  interrupted build left under the same name is dropped and built again; a valid
+  index of the same structure under any name counts as present. A build that
+  runs for a while prints its phase and progress from
+  pg_stat_progress_create_index.
+- check(sql): a post-condition (a DO block that raises); nothing to undo.
+
+migration(*steps) registers them with yoyo as one group, which changes two
+things in how yoyo treats a migration that runs outside a transaction:
+- when a step fails, yoyo does not run the rollbacks of the steps before it.
+  Every step is idempotent, so a re-run completes the migration; an undo would
+  throw away finished index builds and could drop a table that held data.
+- before any rollback statement runs, a guard refuses a rollback that would drop
+  a table holding rows or a column holding values, unless the operator allows
+  data loss in so many words (ALLOW_DATA_LOSS).
+
+Settings (environment): NEXUS_LOCK_TIMEOUT_MS (default 100), NEXUS_LOCK_ATTEMPTS
+(default 10), NEXUS_PROGRESS_SECONDS (default 5).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import psycopg2
+import psycopg2.errors
+
+from .schema import equivalent_index, index_state
+from .settings import OperatorError
+
+ALLOW_DATA_LOSS = "NEXUS_ALLOW_DATA_LOSS"
+ALLOW_DATA_LOSS_OPTION = "--allow-data-loss"  # scripts/migrate rollback's spelling of it
+
+
+def _setting(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise OperatorError(f"{name}={value!r} is not a number") from None
+
+
+def lock_timeout_ms() -> int:
+    return int(_setting("NEXUS_LOCK_TIMEOUT_MS", 100))
+
+
+def lock_attempts() -> int:
+    return max(1, int(_setting("NEXUS_LOCK_ATTEMPTS", 10)))
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Sleep after the attempt-th failure to get a lock: 0.2 s doubling to 5 s,
+    so the default ten attempts span about half a minute."""
+    return min(0.2 * 2 ** (attempt - 1), 5.0)
+
+
+class LockNotGranted(OperatorError):
+    """A ddl step never got its lock within the bounded attempts."""
+
+
+class DataLossRefused(OperatorError):
+    """A rollback would drop stored proxy traffic and the operator did not allow it."""
+
+
+def _first_line(sql: str) -> str:
+    return " ".join(sql.split())[:80]
+
+
+@dataclass
+class Ddl:
+    apply_sql: str | None
+    rollback_sql: str | None
+    in_transaction = True
+
+    def apply(self, conn) -> None:
+        if self.apply_sql:
+            _run_with_lock_retries(conn, self.apply_sql)
+
+    def rollback(self, conn) -> None:
+        if self.rollback_sql:
+            _run_with_lock_retries(conn, self.rollback_sql)
+
+
+def _run_with_lock_retries(conn, sql: str) -> None:
+    timeout, attempts = lock_timeout_ms(), lock_attempts()
+    with conn.cursor() as cur:
+        for attempt in range(1, attempts + 1):
+            try:
+                cur.execute("BEGIN")
+                cur.execute(f"SET LOCAL lock_timeout = '{timeout}ms'")
+                cur.execute(sql)
+                cur.execute("COMMIT")
+                return
+            except psycopg2.errors.LockNotAvailable:
+                cur.execute("ROLLBACK")
+                if attempt < attempts:
+                    time.sleep(backoff_seconds(attempt))
+            except BaseException:
+                if not conn.closed:
+                    cur.execute("ROLLBACK")
+                raise
+    raise LockNotGranted(
+        f"gave up after {attempts} attempts to get the lock for «{_first_line(sql)}», "
+        f"each waiting {timeout} ms: another session holds a conflicting lock "
+        "(see pg_locks and pg_stat_activity); nothing of that statement was changed, "
+        "run the same command again once it is gone"
+    )
+
+
+INDEX_NAME = re.compile(r"\bINDEX\s+CONCURRENTLY\s+IF\s+(?:NOT\s+)?EXISTS\s+(\w+)", re.I)
+
+
+@dataclass
+class Index:
+    apply_sql: str
+    rollback_sql: str
+    in_transaction = False
+
+    def __post_init__(self):
+        for sql in (self.apply_sql, self.rollback_sql):
+            match = INDEX_NAME.search(sql)
+            if not match:
+                raise ValueError(f"index steps build and drop CONCURRENTLY and IF [NOT] EXISTS: {sql!r}")
+        self.name = match.group(1)
+
+    @property
+    def blocking_sql(self) -> str:
+        """The same build as one plain CREATE INDEX, which blocks writes: the
+        way the original scripts built their indexes (see scripts/benchmark)."""
+        return re.sub(r"\s+CONCURRENTLY", "", self.apply_sql, count=1)
+
+    def apply(self, conn) -> None:
+        with conn.cursor() as cur:
+            if index_state(cur, self.name) == "invalid":
+                print(f"{self.name}: dropping the INVALID index an interrupted build left", flush=True)
+                cur.execute(self.rollback_sql)
+            same = equivalent_index(cur, self.name)
+            if same and same != self.name:
+                print(f"{self.name}: not built, {same} is the same index", flush=True)
+            if same:
+                return
+            try:
+                with _Progress(conn, self.name):
+                    cur.execute(self.apply_sql)
+            except BaseException:
+                # A failed concurrent build leaves an INVALID index behind.
+                if not conn.closed:
+                    cur.execute(self.rollback_sql)
+                raise
+            if index_state(cur, self.name) != "valid":
+                raise psycopg2.DataError(f"index {self.name} is not valid after its build")
+
+    def rollback(self, conn) -> None:
+        with conn.cursor() as cur:
+            cur.execute(self.rollback_sql)
+
+
+class _Progress:
+    """While an index builds, a line every NEXUS_PROGRESS_SECONDS with the phase
+    and how far it is, read from pg_stat_progress_create_index on a connection
+    of its own (the building one is busy)."""
+
+    QUERY = """
+        SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total,
+               lockers_done, lockers_total
+          FROM pg_stat_progress_create_index WHERE pid = %s"""
+
+    def __init__(self, conn, name: str):
+        self.name, self.pid = name, conn.get_backend_pid()
+        self.params = {**conn.get_dsn_parameters(), "password": conn.info.password}
+        self.interval = _setting("NEXUS_PROGRESS_SECONDS", 5)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._report, daemon=True)
+
+    def __enter__(self):
+        self.started = time.monotonic()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def _report(self) -> None:
+        watcher = None
+        try:
+            while not self.done.wait(self.interval):
+                if watcher is None:
+                    watcher = psycopg2.connect(**{k: v for k, v in self.params.items() if v})
+                    watcher.autocommit = True
+                with watcher.cursor() as cur:
+                    cur.execute(self.QUERY, (self.pid,))
+                    row = cur.fetchone()
+                if row:
+                    print(f"{self.name}: {_describe_progress(*row)} "
+                          f"({time.monotonic() - self.started:.0f} s)", flush=True)
+        except psycopg2.Error:
+            pass  # progress is a courtesy; the build itself reports its own failure
+        finally:
+            if watcher is not None:
+                watcher.close()
+
+
+def _describe_progress(phase, blocks_done, blocks_total, tuples_done, tuples_total,
+                       lockers_done, lockers_total) -> str:
+    for done, total, unit in ((blocks_done, blocks_total, "blocks"), (tuples_done, tuples_total, "rows"),
+                              (lockers_done, lockers_total, "transactions")):
+        if total:
+            return f"{phase}, {100 * done // total}% ({done} of {total} {unit})"
+    return phase
+
+
+@dataclass
+class Check:
+    apply_sql: str
+    rollback_sql = None
+    in_transaction = False
+
+    def apply(self, conn) -> None:
+        with conn.cursor() as cur:
+            cur.execute(self.apply_sql)
+
+    def rollback(self, conn) -> None:
+        pass
+
+
+def ddl(apply: str | None, rollback: str | None) -> Ddl:
+    return Ddl(apply, rollback)
+
+
+def index(create: str, drop: str) -> Index:
+    return Index(create, drop)
+
+
+def check(sql: str) -> Check:
+    return Check(sql)
+
+
+DROPPED_TABLE = re.compile(r"\bDROP\s+TABLE\s+IF\s+EXISTS\s+(\w+)", re.I)
+ALTERED_TABLE = re.compile(r"\bALTER\s+TABLE\s+(\w+)", re.I)
+DROPPED_COLUMN = re.compile(r"\bDROP\s+COLUMN\s+IF\s+EXISTS\s+(\w+)", re.I)
+
+
+def destroys(steps) -> tuple[list[str], list[tuple[str, str]]]:
+    """The tables and (table, column) pairs that the rollbacks of steps drop."""
+    tables, columns = [], []
+    for s in steps:
+        sql = s.rollback_sql or ""
+        tables += DROPPED_TABLE.findall(sql)
+        altered = ALTERED_TABLE.search(sql)
+        if altered:
+            columns += [(altered.group(1), c) for c in DROPPED_COLUMN.findall(sql)]
+    return tables, [(t, c) for t, c in columns if t not in tables]
+
+
+def data_at_risk(conn, steps) -> list[str]:
+    """What of the stored data the rollbacks of steps would drop, in words."""
+    tables, columns = destroys(steps)
+    found = []
+    with conn.cursor() as cur:
+        for table in tables:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+            if cur.fetchone()[0]:
+                cur.execute(f"SELECT EXISTS (SELECT FROM {table})")
+                if cur.fetchone()[0]:
+                    found.append(f"table {table} (it holds rows)")
+        for table, column in columns:
+            # A value that only repeats the column's default is no information.
+            cur.execute("""
+                SELECT pg_get_expr(d.adbin, d.adrelid)
+                  FROM pg_attribute a LEFT JOIN pg_attrdef d ON (d.adrelid, d.adnum) = (a.attrelid, a.attnum)
+                 WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped""",
+                        (table, column))
+            row = cur.fetchone()
+            if row is None:
+                continue
+            cur.execute(f"SELECT EXISTS (SELECT FROM {table} WHERE {column} IS DISTINCT FROM {row[0] or 'NULL'})")
+            if cur.fetchone()[0]:
+                found.append(f"column {table}.{column} (it holds values)")
+    return found
+
+
+def data_loss_allowed() -> bool:
+    return os.environ.get(ALLOW_DATA_LOSS, "").strip().lower() in {"1", "yes", "true"}
+
+
+class _DataLossGuard:
+    def __init__(self, steps):
+        self.steps = steps
+
+    def __call__(self, conn) -> None:
+        if data_loss_allowed():
+            return
+        at_risk = data_at_risk(conn, self.steps)
+        if at_risk:
+            raise DataLossRefused(
+                f"refusing to roll back: it would drop {', '.join(at_risk)}; nothing was changed. "
+                f"To drop them anyway, back up first, then set {ALLOW_DATA_LOSS}=1 "
+                f"(scripts/migrate rollback {ALLOW_DATA_LOSS_OPTION})"
+            )
+
+
+def migration(*steps) -> list:
+    """Register steps with yoyo, in order, as one group guarded against data loss."""
+    from yoyo import group, step
+
+    group([step(s.apply, s.rollback) for s in steps] + [step(None, _DataLossGuard(steps))])
+    return list(steps)
