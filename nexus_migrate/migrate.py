@@ -8,6 +8,7 @@ import os
 
 from . import YOYO_CONFIG
 from .settings import database_url, load_env, run_cli
+from .steps import ALLOW_DATA_LOSS, ALLOW_DATA_LOSS_OPTION
 
 # yoyo commands that do not touch a database
 NO_DATABASE = {"new", "init"}
@@ -22,6 +23,9 @@ def yoyo(argv: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     load_env()
+    if ALLOW_DATA_LOSS_OPTION in argv:  # what the data-loss guard of a rollback asks for
+        argv = [arg for arg in argv if arg != ALLOW_DATA_LOSS_OPTION]
+        os.environ[ALLOW_DATA_LOSS] = "1"
     needs_database = argv and argv[0] not in NO_DATABASE and not {"-h", "--help"} & set(argv)
     if needs_database:
         database_url()  # fails with one line when it is missing or malformed

@@ -155,6 +155,13 @@ class Index:
             if same:
                 return
             try:
+                # If this client dies (kill -9, a dropped SSH session), the
+                # server stops the build within a second instead of finishing
+                # it unattended; the next run repairs what it left.
+                cur.execute("SET client_connection_check_interval = '1s'")
+            except psycopg2.Error:
+                pass  # a platform without the check: the build just runs on
+            try:
                 with _Progress(conn, self.name):
                     cur.execute(self.apply_sql)
             except BaseException:

@@ -1,0 +1,110 @@
+"""Migrating a table the proxy is writing: the writes go on, a lock that cannot
+be had makes the migration stop rather than queue, and an interrupted index
+build is repaired by the next run. (How long writes wait is measured by
+scripts/benchmark, not here.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psycopg2
+
+from nexus_migrate.catalog import applied_migrations
+from nexus_migrate.schema import verify
+
+from .migrations import ALL
+from .traffic import Writer, checksum, seed, start_migrate, wait_for
+
+INVALID_INDEXES = "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
+
+
+def invalid_indexes(db) -> int:
+    with db.cursor() as cur:
+        cur.execute(INVALID_INDEXES)
+        return cur.fetchone()[0]
+
+
+def test_apply_on_a_populated_table_while_the_proxy_writes_leaves_every_index_valid(yoyo, db, database_url):
+    yoyo("apply", "-r", ALL[0])
+    seed(db, 20_000)
+    before = checksum(db)
+    with Writer(database_url) as writer:
+        apply = start_migrate("apply", "--batch", DATABASE_URL=database_url)
+        out, err = apply.communicate(timeout=300)
+    assert apply.returncode == 0, err
+    assert writer.failed == [] and writer.done, "the proxy's inserts went on"
+    assert applied_migrations(db) == ALL
+    assert verify(db) == [] and invalid_indexes(db) == 0
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM api_requests WHERE domain <> 'writer.example.com'")
+        assert cur.fetchone()[0] == before[0]
+        cur.execute("SELECT count(*) FROM api_requests WHERE domain = 'writer.example.com'")
+        assert cur.fetchone()[0] == len(writer.done)
+
+
+def test_a_lock_held_elsewhere_makes_the_migration_give_up_without_blocking_writers(yoyo, db, database_url):
+    """A long report holds ACCESS SHARE on api_requests; 001's ALTER needs ACCESS
+    EXCLUSIVE. Queueing for it would stall every insert behind it; instead each
+    attempt waits 100 ms, and after the last one the apply stops and says so."""
+    yoyo("apply", "-r", ALL[0])
+    report = psycopg2.connect(database_url)
+    with report.cursor() as cur:
+        cur.execute("SELECT count(*) FROM api_requests")  # and the transaction stays open
+    with Writer(database_url) as writer:
+        started = time.monotonic()
+        apply = start_migrate("apply", "--batch", DATABASE_URL=database_url, NEXUS_LOCK_ATTEMPTS="4")
+        out, err = apply.communicate(timeout=120)
+        ended = time.monotonic()
+    assert apply.returncode == 2
+    assert "Traceback" not in out + err
+    [line] = err.strip().splitlines()
+    assert "gave up after 4 attempts to get the lock for «ALTER TABLE api_requests ADD COLUMN" in line
+    assert "run the same command again" in line
+    assert writer.failed == [] and writer.completed_between(started, ended) > 0
+    assert applied_migrations(db) == ALL[:1]
+
+    report.rollback()  # the report ends; the same command now goes through
+    report.close()
+    again = start_migrate("apply", "--batch", DATABASE_URL=database_url)
+    assert again.wait(timeout=300) == 0
+    assert applied_migrations(db) == ALL and verify(db) == []
+
+
+def test_an_interrupted_concurrent_build_is_repaired_on_rerun(yoyo, db, database_url):
+    """kill -9 of the apply while CREATE INDEX CONCURRENTLY waits for an old
+    snapshot to go: the server stops the build and leaves an INVALID index."""
+    yoyo("apply", "-r", ALL[1])
+    seed(db, 2_000)
+    old_snapshot = psycopg2.connect(database_url)
+    old_snapshot.set_session(isolation_level="REPEATABLE READ")
+    with old_snapshot.cursor() as cur:
+        cur.execute("SELECT 1")
+    apply = start_migrate("apply", "--batch", DATABASE_URL=database_url)
+    builder = wait_for(lambda: _waiting_build(db), "002's first index build to wait")
+    os.killpg(apply.pid, signal.SIGKILL)
+    apply.wait()
+    wait_for(lambda: not _backend_alive(db, builder), "the server to stop the build")
+    old_snapshot.close()
+    assert invalid_indexes(db) == 1
+
+    yoyo("break-lock")  # the killed apply could not remove yoyo's lock row
+    again = start_migrate("apply", "--batch", DATABASE_URL=database_url)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert "idx_requests_conversation_timestamp: dropping the INVALID index" in out
+    assert invalid_indexes(db) == 0 and verify(db) == []
+
+
+def _waiting_build(db) -> int | None:
+    with db.cursor() as cur:
+        cur.execute("SELECT pid FROM pg_stat_progress_create_index WHERE phase LIKE 'waiting for%'")
+        row = cur.fetchone()
+        return row and row[0]
+
+
+def _backend_alive(db, pid: int) -> bool:
+    with db.cursor() as cur:
+        cur.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = %s)", (pid,))
+        return cur.fetchone()[0]
