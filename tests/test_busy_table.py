@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import psycopg2
@@ -108,3 +109,22 @@ def _backend_alive(db, pid: int) -> bool:
     with db.cursor() as cur:
         cur.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = %s)", (pid,))
         return cur.fetchone()[0]
+
+
+def test_a_long_index_build_reports_its_phase_while_it_runs(yoyo, db, database_url):
+    """The build waits for an old snapshot until the test lets it go; meanwhile
+    the apply prints what pg_stat_progress_create_index says."""
+    yoyo("apply", "-r", ALL[1])
+    old_snapshot = psycopg2.connect(database_url)
+    old_snapshot.set_session(isolation_level="REPEATABLE READ")
+    with old_snapshot.cursor() as cur:
+        cur.execute("SELECT 1")
+    apply = start_migrate("apply", "--batch", DATABASE_URL=database_url, NEXUS_PROGRESS_SECONDS="0.2")
+    let_go = threading.Timer(60, old_snapshot.close)  # should no line come, the test still ends
+    let_go.start()
+    line = apply.stdout.readline()  # blocks until the first progress line
+    let_go.cancel()
+    old_snapshot.close()
+    out, err = apply.communicate(timeout=300)
+    assert apply.returncode == 0, err
+    assert line.startswith("idx_requests_conversation_timestamp: waiting for old snapshots"), line
