@@ -10,13 +10,13 @@ import signal
 import threading
 import time
 
-import psycopg2
 
 from nexus_migrate.catalog import applied_migrations
 from nexus_migrate.schema import verify
 
 from .migrations import ALL
-from .traffic import Writer, checksum, seed, start_migrate, wait_for
+from .traffic import (WAITING_BUILD, Writer, checksum, hold_old_snapshot, hold_read_lock, seed, start_migrate,
+                      wait_for)
 
 INVALID_INDEXES = "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
 
@@ -50,9 +50,7 @@ def test_a_lock_held_elsewhere_makes_the_migration_give_up_without_blocking_writ
     EXCLUSIVE. Queueing for it would stall every insert behind it; instead each
     attempt waits 100 ms, and after the last one the apply stops and says so."""
     yoyo("apply", "-r", ALL[0])
-    report = psycopg2.connect(database_url)
-    with report.cursor() as cur:
-        cur.execute("SELECT count(*) FROM api_requests")  # and the transaction stays open
+    report = hold_read_lock(database_url)
     with Writer(database_url) as writer:
         started = time.monotonic()
         apply = start_migrate("apply", "--batch", DATABASE_URL=database_url, NEXUS_LOCK_ATTEMPTS="4")
@@ -78,12 +76,10 @@ def test_an_interrupted_concurrent_build_is_repaired_on_rerun(yoyo, db, database
     snapshot to go: the server stops the build and leaves an INVALID index."""
     yoyo("apply", "-r", ALL[1])
     seed(db, 2_000)
-    old_snapshot = psycopg2.connect(database_url)
-    old_snapshot.set_session(isolation_level="REPEATABLE READ")
-    with old_snapshot.cursor() as cur:
-        cur.execute("SELECT 1")
+    old_snapshot = hold_old_snapshot(database_url)
     apply = start_migrate("apply", "--batch", DATABASE_URL=database_url)
-    builder = wait_for(lambda: _waiting_build(db), "002's first index build to wait")
+    with db.cursor() as cur:
+        [builder] = wait_for(lambda: cur.execute(WAITING_BUILD) or cur.fetchone(), "002's first index build to wait")
     os.killpg(apply.pid, signal.SIGKILL)
     apply.wait()
     wait_for(lambda: not _backend_alive(db, builder), "the server to stop the build")
@@ -98,13 +94,6 @@ def test_an_interrupted_concurrent_build_is_repaired_on_rerun(yoyo, db, database
     assert invalid_indexes(db) == 0 and verify(db) == []
 
 
-def _waiting_build(db) -> int | None:
-    with db.cursor() as cur:
-        cur.execute("SELECT pid FROM pg_stat_progress_create_index WHERE phase LIKE 'waiting for%'")
-        row = cur.fetchone()
-        return row and row[0]
-
-
 def _backend_alive(db, pid: int) -> bool:
     with db.cursor() as cur:
         cur.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = %s)", (pid,))
@@ -115,10 +104,7 @@ def test_a_long_index_build_reports_its_phase_while_it_runs(yoyo, db, database_u
     """The build waits for an old snapshot until the test lets it go; meanwhile
     the apply prints what pg_stat_progress_create_index says."""
     yoyo("apply", "-r", ALL[1])
-    old_snapshot = psycopg2.connect(database_url)
-    old_snapshot.set_session(isolation_level="REPEATABLE READ")
-    with old_snapshot.cursor() as cur:
-        cur.execute("SELECT 1")
+    old_snapshot = hold_old_snapshot(database_url)
     apply = start_migrate("apply", "--batch", DATABASE_URL=database_url, NEXUS_PROGRESS_SECONDS="0.2")
     let_go = threading.Timer(60, old_snapshot.close)  # should no line come, the test still ends
     let_go.start()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 
-import psycopg2
 import pytest
 
 from nexus_migrate.catalog import applied_migrations
@@ -18,25 +17,10 @@ from nexus_migrate.schema import verify
 
 from .migrations import ALL, MIGRATIONS
 from .test_busy_table import invalid_indexes
-from .traffic import checksum, seed, start_migrate, wait_for
+from .traffic import (WAITING_BUILD, checksum, hold_old_snapshot, hold_read_lock, seed, start_migrate,
+                      wait_for)
 
 
-def hold_old_snapshot(url: str):
-    conn = psycopg2.connect(url)
-    conn.set_session(isolation_level="REPEATABLE READ")
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1")
-    return conn
-
-
-def hold_read_lock(url: str):
-    conn = psycopg2.connect(url)
-    with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM api_requests")
-    return conn
-
-
-WAITING_BUILD = "SELECT pid FROM pg_stat_progress_create_index WHERE phase LIKE 'waiting for%'"
 RETRYING_ALTER = r"SELECT pid FROM pg_stat_activity WHERE query ~ '^\s*ALTER TABLE api_requests' AND pid <> pg_backend_pid()"
 
 

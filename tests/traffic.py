@@ -91,6 +91,26 @@ def start_migrate(*args: str, **env: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def hold_old_snapshot(url: str):
+    """An open transaction with a snapshot: CREATE INDEX CONCURRENTLY waits for it."""
+    conn = psycopg2.connect(url)
+    conn.set_session(isolation_level="REPEATABLE READ")
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+    return conn
+
+
+def hold_read_lock(url: str):
+    """An open read of api_requests: its ACCESS SHARE lock keeps ALTER TABLE out."""
+    conn = psycopg2.connect(url)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM api_requests")
+    return conn
+
+
+WAITING_BUILD = "SELECT pid FROM pg_stat_progress_create_index WHERE phase LIKE 'waiting for%'"
+
+
 def wait_for(condition, what: str, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
