@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from . import YOYO_CONFIG
+from . import YOYO_CONFIG, backup
 from .settings import database_url, load_env, run_cli
 
 # yoyo commands that do not touch a database
@@ -21,12 +21,15 @@ def yoyo(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    argv, backup_dir = backup.take_option(argv)
     load_env()
     needs_database = argv and argv[0] not in NO_DATABASE and not {"-h", "--help"} & set(argv)
     if needs_database:
         database_url()  # fails with one line when it is missing or malformed
     else:
         os.environ.setdefault("DATABASE_URL", "")  # yoyo.ini refers to it even for --help
+    if argv and argv[0] in backup.COMMANDS:
+        backup.before(argv, backup_dir)
     return yoyo(argv)
 
 
