@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 
-from . import YOYO_CONFIG, backup
+from . import YOYO_CONFIG, backup, sqlplan
 from .settings import database_url, load_env, run_cli
 
 # yoyo commands that do not touch a database
 NO_DATABASE = {"new", "init"}
+# sub-commands of our own, next to yoyo's (see README, Safety rails)
+OWN_COMMANDS = {"sql": sqlplan.main}
 
 
 def yoyo(argv: list[str]) -> int:
@@ -21,6 +23,8 @@ def yoyo(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in OWN_COMMANDS:
+        return OWN_COMMANDS[argv[0]](argv[1:])
     argv, backup_dir = backup.take_option(argv)
     load_env()
     needs_database = argv and argv[0] not in NO_DATABASE and not {"-h", "--help"} & set(argv)
