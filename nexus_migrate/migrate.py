@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 
-from . import YOYO_CONFIG, backup, sqlplan
+from . import YOYO_CONFIG, backup, rehearse, sqlplan
 from .settings import database_url, load_env, run_cli
 
 # yoyo commands that do not touch a database
 NO_DATABASE = {"new", "init"}
 # sub-commands of our own, next to yoyo's (see README, Safety rails)
-OWN_COMMANDS = {"sql": sqlplan.main}
+OWN_COMMANDS = {"sql": sqlplan.main, "rehearse": rehearse.main}
 
 
 def yoyo(argv: list[str]) -> int:

@@ -123,7 +123,7 @@ def test_an_unknown_revision_is_one_line(database_url):
     assert_one_line_error(result, "999")
 
 
-@pytest.mark.parametrize("command", ["sql"])
+@pytest.mark.parametrize("command", ["sql", "rehearse"])
 def test_help_fits_one_screen(command):
     result = run_script(PROJECT_ROOT, "migrate", command, "--help")
     assert result.returncode == 0 and "usage: scripts/migrate " + command in result.stdout
