@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from pathlib import Path
 
 import psycopg2
 import pytest

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 
-import psycopg2
 
 from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.catalog import applied_migrations, snapshot
