@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 
-from . import YOYO_CONFIG
+from . import YOYO_CONFIG, backup, rehearse, sqlplan
 from .settings import database_url, load_env, run_cli
 from .steps import ALLOW_DATA_LOSS, ALLOW_DATA_LOSS_OPTION
 
 # yoyo commands that do not touch a database
 NO_DATABASE = {"new", "init"}
+# sub-commands of our own, next to yoyo's (see README, Safety rails)
+OWN_COMMANDS = {"sql": sqlplan.main, "rehearse": rehearse.main}
 
 
 def yoyo(argv: list[str]) -> int:
@@ -22,6 +24,9 @@ def yoyo(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in OWN_COMMANDS:
+        return OWN_COMMANDS[argv[0]](argv[1:])
+    argv, backup_dir = backup.take_option(argv)
     load_env()
     if ALLOW_DATA_LOSS_OPTION in argv:  # what the data-loss guard of a rollback asks for
         argv = [arg for arg in argv if arg != ALLOW_DATA_LOSS_OPTION]
@@ -31,6 +36,8 @@ def main(argv: list[str]) -> int:
         database_url()  # fails with one line when it is missing or malformed
     else:
         os.environ.setdefault("DATABASE_URL", "")  # yoyo.ini refers to it even for --help
+    if argv and argv[0] in backup.COMMANDS:
+        backup.before(argv, backup_dir)
     return yoyo(argv)
 
 

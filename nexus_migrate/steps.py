@@ -258,6 +258,21 @@ def check(sql: str) -> Check:
     return Check(sql)
 
 
+def rendered_sql(step, direction: str) -> str:
+    """The SQL that step sends to the server in direction ('apply' or
+    'rollback'), as it sends it: a ddl step inside its own BEGIN ... COMMIT under
+    the lock_timeout in force; index and check steps as bare statements, outside
+    a transaction. Empty when the step runs nothing that way. (Not shown: a ddl
+    step's retries, and the catalog look-ups an index step makes first.)"""
+    sql = (step.apply_sql if direction == "apply" else step.rollback_sql) or ""
+    sql = sql.lstrip("\r\n").rstrip().rstrip(";").rstrip()
+    if not sql:
+        return ""
+    if step.in_transaction:
+        return f"BEGIN;\nSET LOCAL lock_timeout = '{lock_timeout_ms()}ms';\n{sql};\nCOMMIT;"
+    return f"{sql};"
+
+
 DROPPED_TABLE = re.compile(r"\bDROP\s+TABLE\s+IF\s+EXISTS\s+(\w+)", re.I)
 ALTERED_TABLE = re.compile(r"\bALTER\s+TABLE\s+(\w+)", re.I)
 DROPPED_COLUMN = re.compile(r"\bDROP\s+COLUMN\s+IF\s+EXISTS\s+(\w+)", re.I)
