@@ -8,6 +8,10 @@ import os
 
 from . import YOYO_CONFIG
 from .settings import database_url, load_env, run_cli
+from .verify_cli import main as verify
+
+# Sub-commands of our own, beside yoyo's
+OWN_COMMANDS = {"verify": verify}
 
 # yoyo commands that do not touch a database
 NO_DATABASE = {"new", "init"}
@@ -22,6 +26,8 @@ def yoyo(argv: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     load_env()
+    if argv and argv[0] in OWN_COMMANDS:
+        return OWN_COMMANDS[argv[0]](argv[1:])
     needs_database = argv and argv[0] not in NO_DATABASE and not {"-h", "--help"} & set(argv)
     if needs_database:
         database_url()  # fails with one line when it is missing or malformed

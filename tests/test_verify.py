@@ -3,9 +3,12 @@ compare() also notes the differences it tolerates, and why."""
 
 from __future__ import annotations
 
+from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.schema import TOLERATED, compare, verify
 
+from .conftest import run_script
 from .migrations import ALL
+from .test_commands import SECRET, assert_one_line_error
 
 
 def test_nothing_applied_promises_nothing(db):
@@ -112,3 +115,57 @@ def test_of_two_identical_indexes_only_one_is_called_redundant(yoyo, db):
     with db.cursor() as cur:
         cur.execute("CREATE INDEX twin_a ON api_requests (api_key_hash); CREATE INDEX twin_b ON api_requests (api_key_hash)")
     assert [note.split(" (")[0] for note in compare(db).notes] == ["index twin_b repeats twin_a"]
+
+
+def migrate_verify(database_url: str | None, *args: str):
+    return run_script(PROJECT_ROOT, "migrate", "verify", *args, DATABASE_URL=database_url)
+
+
+def test_the_verify_command_says_ok_and_exits_0_on_a_migrated_database(yoyo, database_url):
+    yoyo("apply")
+    result = migrate_verify(database_url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["OK: the database has everything its migrations promise"]
+
+
+def test_the_verify_command_prints_each_difference_and_exits_1(yoyo, db, database_url):
+    yoyo("apply")
+    with db.cursor() as cur:
+        cur.execute("""
+            DROP INDEX idx_requests_branch_id;
+            ALTER TABLE api_requests ALTER COLUMN total_tokens DROP DEFAULT;
+            ALTER TABLE api_requests ALTER COLUMN headers DROP NOT NULL;
+        """)
+    result = migrate_verify(database_url)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"note: column api_requests.headers is nullable, expected NOT NULL: {TOLERATED['nullable']}",
+        "column api_requests.total_tokens defaults to nothing, expected 0",
+        "index idx_requests_branch_id is missing",
+        "2 differences from what the migrations promise",
+    ]
+
+
+def test_verify_all_tells_what_apply_would_still_add(yoyo, database_url):
+    yoyo("apply", "-r", ALL[1])
+    assert migrate_verify(database_url).returncode == 0
+    result = migrate_verify(database_url, "--all")
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "index idx_requests_conversation_timestamp is missing",
+        "index idx_requests_conversation_detail is missing",
+        "2 differences from what the migrations promise",
+    ]
+
+
+def test_the_verify_command_fails_in_one_line():
+    unreachable = migrate_verify(f"postgresql://nexus:{SECRET}@127.0.0.1:1/x")
+    assert_one_line_error(unreachable, "cannot connect", "127.0.0.1")
+    assert unreachable.returncode == 2
+    assert_one_line_error(migrate_verify("postgresql://nexus@127.0.0.1:1/x", "--bogus"), "--bogus", "--help")
+
+
+def test_verify_help_fits_on_one_screen_and_needs_no_database():
+    result = migrate_verify(None, "--help")
+    assert result.returncode == 0
+    assert "verify" in result.stdout and len(result.stdout.splitlines()) <= 24
