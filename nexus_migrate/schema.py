@@ -212,6 +212,11 @@ def _indexes(cur, table: str | None = None, index: str | None = None) -> dict[st
             for name, on, valid, unique, nkeys, columns, where in cur.fetchall()}
 
 
+def valid_indexes(cur, table: str) -> dict[str, Index]:
+    """name -> structure of every valid index of table."""
+    return {name: index for name, (index, valid) in _indexes(cur, table=table).items() if valid}
+
+
 def index_state(cur, name: str) -> str | None:
     """'valid', 'invalid' (a concurrent build that failed or was interrupted) or None."""
     found = _indexes(cur, index=name).get(name)
@@ -380,7 +385,7 @@ def _duplicate_indexes(cur, table: str, promised_names: set[str]) -> list[str]:
     """Advice on indexes of table that another index of it already serves
     (databases built by the original scripts carry one on streaming_chunks).
     A promised index or one behind a constraint is never the one named."""
-    indexes = {name: index for name, (index, valid) in _indexes(cur, table=table).items() if valid}
+    indexes = valid_indexes(cur, table)
     cur.execute(_CONSTRAINT_INDEXES, (table,))
     keep = promised_names | {row[0] for row in cur.fetchall()}
     notes = []
