@@ -30,9 +30,7 @@ steps = migration(
             headers                     JSONB NOT NULL,
             body                        JSONB,
             request_type                VARCHAR(50),
-            api_key_id                  VARCHAR(50),
             model                       VARCHAR(100),
-            ip_address                  VARCHAR(45),
             response_status             INTEGER,
             response_headers            JSONB,
             response_body               JSONB,
@@ -45,19 +43,24 @@ steps = migration(
             usage_data                  JSONB,
             tool_call_count             INTEGER DEFAULT 0,
             error                       TEXT,
-            completed_at                TIMESTAMPTZ,
             created_at                  TIMESTAMPTZ DEFAULT now()
         )
         """,
         "DROP TABLE IF EXISTS api_requests",
     ),
-    # The proxy writes these three columns but the original script never created
-    # them, and 002 indexes total_tokens. Adding them apart from CREATE TABLE also
-    # completes tables that the original script built. A constant default makes
-    # ADD COLUMN a catalog-only change, however many rows the table holds.
+    # Columns that some databases built before this project lack: the original
+    # script forgot the proxy's api_key_hash, total_tokens and first_token_ms
+    # (002 indexes total_tokens), and the proxy's own start-up initializer left
+    # out api_key_id, ip_address and completed_at. Adding them apart from CREATE
+    # TABLE completes such tables; each is defined here only. With no default or
+    # a constant one, ADD COLUMN changes only the catalog, however many rows the
+    # table holds.
     ddl(
         """
         ALTER TABLE api_requests
+            ADD COLUMN IF NOT EXISTS api_key_id     VARCHAR(50),
+            ADD COLUMN IF NOT EXISTS ip_address     VARCHAR(45),
+            ADD COLUMN IF NOT EXISTS completed_at   TIMESTAMPTZ,
             ADD COLUMN IF NOT EXISTS api_key_hash   VARCHAR(50),
             ADD COLUMN IF NOT EXISTS total_tokens   INTEGER DEFAULT 0,
             ADD COLUMN IF NOT EXISTS first_token_ms INTEGER
@@ -66,8 +69,33 @@ steps = migration(
         ALTER TABLE api_requests
             DROP COLUMN IF EXISTS first_token_ms,
             DROP COLUMN IF EXISTS total_tokens,
-            DROP COLUMN IF EXISTS api_key_hash
+            DROP COLUMN IF EXISTS api_key_hash,
+            DROP COLUMN IF EXISTS completed_at,
+            DROP COLUMN IF EXISTS ip_address,
+            DROP COLUMN IF EXISTS api_key_id
         """,
+    ),
+    # The start-up initializer made path VARCHAR(255); a longer request path
+    # would make the proxy's INSERT fail and the request go unrecorded. Raising
+    # a varchar's limit rewrites no row and rebuilds no index: the ALTER only
+    # holds its lock for a catalog update. It runs only where path is a shorter
+    # varchar (atttypmod is its limit + 4), so elsewhere it takes no lock at
+    # all. No undo: a wider column
+    # loses nothing, the width it replaced is not known, and rolling back 000
+    # drops the table as a whole.
+    ddl(
+        """
+        DO $$
+        BEGIN
+            IF EXISTS (SELECT FROM pg_attribute
+                        WHERE attrelid = 'api_requests'::regclass AND attname = 'path'
+                          AND atttypid = 'varchar'::regtype AND atttypmod > 0 AND atttypmod - 4 < 1024) THEN
+                ALTER TABLE api_requests ALTER COLUMN path TYPE VARCHAR(1024);
+            END IF;
+        END
+        $$
+        """,
+        None,
     ),
     ddl(
         """

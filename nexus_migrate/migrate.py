@@ -9,11 +9,12 @@ import os
 from . import YOYO_CONFIG, backup, rehearse, sqlplan
 from .settings import database_url, load_env, run_cli
 from .steps import ALLOW_DATA_LOSS, ALLOW_DATA_LOSS_OPTION
+from .verify_cli import main as verify
 
 # yoyo commands that do not touch a database
 NO_DATABASE = {"new", "init"}
 # sub-commands of our own, next to yoyo's (see README, Safety rails)
-OWN_COMMANDS = {"sql": sqlplan.main, "rehearse": rehearse.main}
+OWN_COMMANDS = {"sql": sqlplan.main, "rehearse": rehearse.main, "verify": verify}
 
 
 def yoyo(argv: list[str]) -> int:
@@ -24,10 +25,10 @@ def yoyo(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    load_env()
     if argv and argv[0] in OWN_COMMANDS:
         return OWN_COMMANDS[argv[0]](argv[1:])
     argv, backup_dir = backup.take_option(argv)
-    load_env()
     if ALLOW_DATA_LOSS_OPTION in argv:  # what the data-loss guard of a rollback asks for
         argv = [arg for arg in argv if arg != ALLOW_DATA_LOSS_OPTION]
         os.environ[ALLOW_DATA_LOSS] = "1"

@@ -4,10 +4,15 @@ This is the contract that the proxy and the dashboard rely on, written as data
 rather than SQL, so that it is a witness of what the migrations build that is
 independent of them: verify() reads the catalogs and names every difference in
 plain words.
+
+Databases built before this project (see the README, "Coming from the original
+scripts") differ in ways that change nothing for the proxy. compare() reports
+those as notes, not problems; the rule for each is in TOLERATED, once.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .catalog import applied_migrations, snapshot
@@ -207,6 +212,11 @@ def _indexes(cur, table: str | None = None, index: str | None = None) -> dict[st
             for name, on, valid, unique, nkeys, columns, where in cur.fetchall()}
 
 
+def valid_indexes(cur, table: str) -> dict[str, Index]:
+    """name -> structure of every valid index of table."""
+    return {name: index for name, (index, valid) in _indexes(cur, table=table).items() if valid}
+
+
 def index_state(cur, name: str) -> str | None:
     """'valid', 'invalid' (a concurrent build that failed or was interrupted) or None."""
     found = _indexes(cur, index=name).get(name)
@@ -250,14 +260,25 @@ def promised(migration_ids) -> Promise:
     return Promise(columns, constraints, indexes, views, functions, comments)
 
 
+@dataclass
+class Report:
+    problems: list[str] = field(default_factory=list)  # what the proxy could trip over
+    notes: list[str] = field(default_factory=list)  # tolerated differences, and advice
+
+
 def verify(conn, migration_ids=None) -> list[str]:
     """Differences between the database and what the migrations promise, one
     plain sentence each; empty when there is none. By default the promises are
     those of the migrations yoyo recorded as applied."""
+    return compare(conn, migration_ids).problems
+
+
+def compare(conn, migration_ids=None) -> Report:
+    """verify()'s problems, plus notes on the differences it tolerates."""
     if migration_ids is None:
         migration_ids = applied_migrations(conn)
-    problems = [f"migration {mid} is applied but this check knows nothing of it"
-                for mid in migration_ids if mid not in PROMISES]
+    report = Report([f"migration {mid} is applied but this check knows nothing of it"
+                     for mid in migration_ids if mid not in PROMISES])
     want = promised(mid for mid in migration_ids if mid in PROMISES)
     have = snapshot(conn)
     relations = {name for name, *_ in have["relations"]}
@@ -269,47 +290,115 @@ def verify(conn, migration_ids=None) -> list[str]:
 
     for table, promised_columns in {**want.columns, **want.views}.items():
         if table not in relations:
-            problems.append(f"{table} is missing")
+            report.problems.append(f"{table} is missing")
             continue
         for name, column in promised_columns.items():
-            problems += _column_problems(f"{table}.{name}", columns.get((table, name)), column)
-    problems += [f"table {table} lacks the constraint {d}"
-                 for table, defs in want.constraints.items() for d in defs if (table, d) not in constraints]
+            _compare_column(report, f"{table}.{name}", columns.get((table, name)), column)
+    report.problems += [f"table {table} lacks the constraint {d}"
+                        for table, defs in want.constraints.items() for d in defs if (table, d) not in constraints]
     with conn.cursor() as cur:
         for name, index in want.indexes.items():
-            problems += _index_problems(cur, name, index)
-    problems += [f"function {signature} is missing" for signature in want.functions if signature not in functions]
-    problems += [f"{target} has no comment" for target in want.comments if not (comments.get(target) or "").strip()]
-    return problems
+            _compare_index(report, cur, name, index)
+        for table in sorted(relations & ({*want.columns, *want.views})):
+            report.notes += _duplicate_indexes(cur, table, set(want.indexes))
+    report.problems += [f"function {signature} is missing" for signature in want.functions if signature not in functions]
+    report.problems += [f"{target} has no comment" for target in want.comments
+                        if not (comments.get(target) or "").strip()]
+    return report
 
 
-def _column_problems(name: str, got: Column | None, want: Column) -> list[str]:
+# The differences a live column may have from its promise without the proxy
+# noticing, each with the reason it is harmless. Everything else is a problem.
+TOLERATED = {
+    "wider": "tolerated: it holds every value the promised type holds",
+    "nullable": "tolerated: the proxy always writes it, though PostgreSQL will not refuse a NULL from another writer",
+    "default": "tolerated: a default only fills in a value that an INSERT leaves out; it changes none the proxy writes",
+}
+
+VARCHAR = re.compile(r"character varying(?:\((\d+)\))?")
+
+
+def _wider(got: str, want: str) -> bool:
+    """got is text, or a varchar with no lower limit than the varchar want."""
+    promised_varchar, actual_varchar = VARCHAR.fullmatch(want), VARCHAR.fullmatch(got)
+    if not promised_varchar or not promised_varchar.group(1):
+        return False
+    if got == "text":
+        return True
+    return bool(actual_varchar) and (actual_varchar.group(1) is None
+                                     or int(actual_varchar.group(1)) >= int(promised_varchar.group(1)))
+
+
+def _compare_column(report: Report, name: str, got: Column | None, want: Column) -> None:
     if got is None:
-        return [f"column {name} is missing"]
-    problems = []
+        report.problems.append(f"column {name} is missing")
+        return
     if got.type != want.type:
-        problems.append(f"column {name} is {got.type}, expected {want.type}")
+        text = f"column {name} is {got.type}, expected {want.type}"
+        if _wider(got.type, want.type):
+            report.notes.append(f"{text}: {TOLERATED['wider']}")
+        else:
+            report.problems.append(text)
     if got.not_null != want.not_null:
-        problems.append(f"column {name} is {_nullability(got)}, expected {_nullability(want)}")
+        text = f"column {name} is {_nullability(got)}, expected {_nullability(want)}"
+        if want.not_null:
+            report.notes.append(f"{text}: {TOLERATED['nullable']}")
+        else:
+            report.problems.append(text)
     if got.default != want.default:
-        problems.append(f"column {name} defaults to {got.default or 'nothing'}, expected {want.default or 'nothing'}")
-    return problems
+        text = f"column {name} defaults to {got.default or 'nothing'}, expected {want.default or 'nothing'}"
+        if want.default is None:
+            report.notes.append(f"{text}: {TOLERATED['default']}")
+        else:
+            report.problems.append(text)
 
 
 def _nullability(column: Column) -> str:
     return "NOT NULL" if column.not_null else "nullable"
 
 
-def _index_problems(cur, name: str, want: Index) -> list[str]:
-    if equivalent_index(cur, name):
-        return []
+def _compare_index(report: Report, cur, name: str, want: Index) -> None:
+    same = equivalent_index(cur, name)
+    if same == name:
+        return
+    if same:
+        report.notes.append(f"index {name} is present as {same}, which has the same columns")
+        return
     found = _indexes(cur, index=name).get(name)
     if found is None:
-        return [f"index {name} is missing"]
+        report.problems.append(f"index {name} is missing")
+        return
     got, valid = found
     if not valid:
-        return [f"index {name} is INVALID (a failed concurrent build?): rebuild it with REINDEX INDEX CONCURRENTLY {name}"]
-    return [f"index {name} is {_describe(got)}, expected {_describe(want)}"]
+        report.problems.append(f"index {name} is INVALID (a failed concurrent build?): "
+                               f"rebuild it with REINDEX INDEX CONCURRENTLY {name}")
+        return
+    report.problems.append(f"index {name} is {_describe(got)}, expected {_describe(want)}")
+
+
+_CONSTRAINT_INDEXES = """
+    SELECT conindid::regclass::text FROM pg_constraint
+     WHERE conrelid = to_regclass(%s) AND contype IN ('p', 'u', 'x')"""
+
+
+def _duplicate_indexes(cur, table: str, promised_names: set[str]) -> list[str]:
+    """Advice on indexes of table that another index of it already serves
+    (databases built by the original scripts carry one on streaming_chunks).
+    A promised index or one behind a constraint is never the one named."""
+    indexes = valid_indexes(cur, table)
+    cur.execute(_CONSTRAINT_INDEXES, (table,))
+    keep = promised_names | {row[0] for row in cur.fetchall()}
+    notes = []
+    for name in sorted(set(indexes) - keep):
+        for other in sorted(indexes, key=lambda other: (other not in keep, other)):  # a kept one first
+            mutual = indexes[other].served_by(indexes[name])
+            # Of two identical indexes, name the later one only, so that a
+            # dropped one never takes its twin with it.
+            if other != name and indexes[name].served_by(indexes[other]) and (other in keep or not mutual or other < name):
+                notes.append(f"index {name} repeats {other} (same key columns): every write to {table} "
+                             f"updates both; DROP INDEX CONCURRENTLY {name} would save that work")
+                break
+    return notes
 
 
 def _describe(index: Index) -> str:

@@ -23,7 +23,8 @@ things in how yoyo treats a migration that runs outside a transaction:
   throw away finished index builds and could drop a table that held data.
 - before any rollback statement runs, a guard refuses a rollback that would drop
   a table holding rows or a column holding values, unless the operator allows
-  data loss in so many words (ALLOW_DATA_LOSS).
+  data loss in so many words (ALLOW_DATA_LOSS). It looks at every migration the
+  run rolls back, so a refusal leaves all of them applied.
 
 Settings (environment): NEXUS_LOCK_TIMEOUT_MS (default 100), NEXUS_LOCK_ATTEMPTS
 (default 10), NEXUS_PROGRESS_SECONDS (default 5).
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -321,6 +323,25 @@ def data_loss_allowed() -> bool:
     return os.environ.get(ALLOW_DATA_LOSS, "").strip().lower() in {"1", "yes", "true"}
 
 
+def _steps_of_this_rollback(own_steps) -> list:
+    """The steps of every migration that this yoyo run rolls back.
+
+    yoyo rolls back a list of migrations one after the other and reaches a
+    migration's guard only when that migration's turn comes: `rollback --all`
+    would have undone 002 and 001 before 000's guard refused. So every guard
+    checks the whole list, and the first one refuses before anything changed.
+    yoyo (pinned) has no hook for this; the list is read from its
+    rollback_migrations() frame, and without one a guard checks its own steps.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "rollback_migrations" and "migrations" in frame.f_locals:
+            modules = [m.module for m in frame.f_locals["migrations"] if getattr(m, "module", None)]
+            return [s for module in modules for s in getattr(module, "steps", ())]
+        frame = frame.f_back
+    return list(own_steps)
+
+
 class _DataLossGuard:
     def __init__(self, steps):
         self.steps = steps
@@ -328,7 +349,7 @@ class _DataLossGuard:
     def __call__(self, conn) -> None:
         if data_loss_allowed():
             return
-        at_risk = data_at_risk(conn, self.steps)
+        at_risk = data_at_risk(conn, _steps_of_this_rollback(self.steps))
         if at_risk:
             raise DataLossRefused(
                 f"refusing to roll back: it would drop {', '.join(at_risk)}; nothing was changed. "

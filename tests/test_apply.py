@@ -22,6 +22,7 @@ def test_apply_is_a_no_op_the_second_time(yoyo, db):
     assert yoyo("apply") == 0
     assert snapshot(db) == before
     assert logged(db, "apply") == ALL  # nothing ran twice
+    assert verify(db) == []
 
 
 def test_asking_for_the_last_migration_applies_its_dependencies_first(yoyo, db):
@@ -53,3 +54,4 @@ def test_rolling_back_the_first_migration_first_rolls_back_its_dependents(yoyo, 
     assert yoyo("rollback", "-r", ALL[0]) == 0
     assert logged(db, "rollback") == ALL[::-1]
     assert applied_migrations(db) == []
+    assert verify(db) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from nexus_migrate.catalog import applied_migrations, snapshot
+from nexus_migrate.schema import verify
 
 from .migrations import ALL
 
@@ -21,10 +22,12 @@ def test_rolling_back_a_migration_restores_the_catalog_it_found(yoyo, db, target
     found = snapshot(db)
     yoyo("apply", "-r", target)
     assert snapshot(db) != found, f"{target} changed nothing"
+    assert verify(db) == []
 
     assert yoyo("rollback", "-r", target) == 0
     assert snapshot(db) == found
     assert applied_migrations(db) == ALL[:position]
+    assert verify(db) == []  # what is still applied is still whole
 
 
 def test_rollback_of_everything_leaves_the_database_as_it_was(yoyo, db):
@@ -33,6 +36,7 @@ def test_rollback_of_everything_leaves_the_database_as_it_was(yoyo, db):
     assert yoyo("rollback", "--all") == 0
     assert snapshot(db) == empty
     assert applied_migrations(db) == []
+    assert verify(db) == [] and verify(db, ALL) != []  # nothing promised, and nothing left
 
 
 def test_apply_rollback_apply_gives_the_catalog_of_a_single_apply(yoyo, db):
@@ -41,6 +45,7 @@ def test_apply_rollback_apply_gives_the_catalog_of_a_single_apply(yoyo, db):
     yoyo("rollback", "--all")
     yoyo("apply")
     assert snapshot(db) == once
+    assert verify(db) == []
 
 
 def test_reapply_of_the_last_migration_keeps_the_catalog(yoyo, db):
@@ -48,3 +53,4 @@ def test_reapply_of_the_last_migration_keeps_the_catalog(yoyo, db):
     once = snapshot(db)
     assert yoyo("reapply", "-r", ALL[-1]) == 0
     assert snapshot(db) == once
+    assert verify(db) == []

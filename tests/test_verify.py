@@ -1,10 +1,14 @@
-"""verify() notices what an operator would: each kind of drift, in plain words."""
+"""verify() notices what an operator would: each kind of drift, in plain words;
+compare() also notes the differences it tolerates, and why."""
 
 from __future__ import annotations
 
-from nexus_migrate.schema import verify
+from nexus_migrate import PROJECT_ROOT
+from nexus_migrate.schema import TOLERATED, compare, verify
 
+from .conftest import run_script
 from .migrations import ALL
+from .test_commands import SECRET, assert_one_line_error
 
 
 def test_nothing_applied_promises_nothing(db):
@@ -17,7 +21,7 @@ def test_each_kind_of_drift_is_named(yoyo, db):
         cur.execute("""
             ALTER TABLE api_requests ALTER COLUMN branch_id TYPE varchar(100);
             ALTER TABLE api_requests ALTER COLUMN total_tokens DROP DEFAULT;
-            ALTER TABLE api_requests ALTER COLUMN method DROP NOT NULL;
+            ALTER TABLE api_requests ALTER COLUMN message_count SET NOT NULL;
             ALTER TABLE api_requests DROP COLUMN first_token_ms;
             DROP INDEX idx_requests_message_count;
             DROP INDEX idx_api_requests_model;
@@ -30,7 +34,7 @@ def test_each_kind_of_drift_is_named(yoyo, db):
     assert sorted(verify(db)) == sorted([
         "column api_requests.branch_id is character varying(100), expected character varying(255)",
         "column api_requests.total_tokens defaults to nothing, expected 0",
-        "column api_requests.method is nullable, expected NOT NULL",
+        "column api_requests.message_count is NOT NULL, expected nullable",
         "column api_requests.first_token_ms is missing",
         "index idx_requests_message_count is missing",
         "index idx_api_requests_model is ON api_requests (model, domain), expected ON api_requests (model)",
@@ -50,3 +54,118 @@ def test_an_invalid_index_and_a_missing_table_are_named(yoyo, db):
     problems = verify(db)
     assert "index idx_api_requests_domain is INVALID (a failed concurrent build?): rebuild it with REINDEX INDEX CONCURRENTLY idx_api_requests_domain" in problems
     assert "streaming_chunks is missing" in problems
+
+
+def test_a_fresh_database_has_neither_problems_nor_notes(yoyo, db):
+    yoyo("apply")
+    assert compare(db) == compare(db, ALL)
+    report = compare(db)
+    assert (report.problems, report.notes) == ([], [])
+
+
+def test_differences_the_proxy_cannot_notice_are_notes_with_their_reason(yoyo, db):
+    """The shapes of databases built before this project: a wider string type,
+    a missing NOT NULL, a default where the schema has none."""
+    yoyo("apply")
+    with db.cursor() as cur:
+        cur.execute("""
+            ALTER TABLE api_requests ALTER COLUMN request_type TYPE varchar(80);
+            ALTER TABLE api_requests ALTER COLUMN api_key_hash TYPE text;
+            ALTER TABLE api_requests ALTER COLUMN headers DROP NOT NULL;
+            ALTER TABLE api_requests ALTER COLUMN input_tokens SET DEFAULT 0;
+        """)
+    report = compare(db)
+    assert report.problems == []
+    assert sorted(report.notes) == sorted([
+        f"column api_requests.request_type is character varying(80), expected character varying(50): {TOLERATED['wider']}",
+        f"column api_requests.api_key_hash is text, expected character varying(50): {TOLERATED['wider']}",
+        f"column api_requests.headers is nullable, expected NOT NULL: {TOLERATED['nullable']}",
+        f"column api_requests.input_tokens defaults to 0, expected nothing: {TOLERATED['default']}",
+    ])
+
+
+def test_an_index_under_another_name_counts_and_a_duplicate_is_pointed_out(yoyo, db):
+    yoyo("apply")
+    with db.cursor() as cur:
+        cur.execute("""
+            DROP INDEX idx_api_requests_timestamp;
+            CREATE INDEX idx_requests_timestamp ON api_requests (timestamp DESC);
+            CREATE INDEX idx_streaming_chunks_request_id ON streaming_chunks (request_id, chunk_index);
+            CREATE INDEX domain_a ON api_requests (domain);
+            CREATE INDEX domain_b ON api_requests (domain);
+            CREATE INDEX domain_and_time ON api_requests (domain, timestamp);
+        """)
+    report = compare(db)
+    assert report.problems == []
+    assert sorted(report.notes) == sorted([
+        "index idx_api_requests_timestamp is present as idx_requests_timestamp, which has the same columns",
+        # a promised index or a constraint's is never the one to drop; of two twins only one is named
+        "index domain_a repeats idx_api_requests_domain (same key columns): every write to api_requests "
+        "updates both; DROP INDEX CONCURRENTLY domain_a would save that work",
+        "index domain_b repeats idx_api_requests_domain (same key columns): every write to api_requests "
+        "updates both; DROP INDEX CONCURRENTLY domain_b would save that work",
+        "index idx_streaming_chunks_request_id repeats streaming_chunks_request_id_chunk_index_key (same key "
+        "columns): every write to streaming_chunks updates both; DROP INDEX CONCURRENTLY "
+        "idx_streaming_chunks_request_id would save that work",
+    ])
+
+
+def test_of_two_identical_indexes_only_one_is_called_redundant(yoyo, db):
+    yoyo("apply", "-r", ALL[0])
+    with db.cursor() as cur:
+        cur.execute("CREATE INDEX twin_a ON api_requests (api_key_hash); CREATE INDEX twin_b ON api_requests (api_key_hash)")
+    assert [note.split(" (")[0] for note in compare(db).notes] == ["index twin_b repeats twin_a"]
+
+
+def migrate_verify(database_url: str | None, *args: str):
+    return run_script(PROJECT_ROOT, "migrate", "verify", *args, DATABASE_URL=database_url)
+
+
+def test_the_verify_command_says_ok_and_exits_0_on_a_migrated_database(yoyo, database_url):
+    yoyo("apply")
+    result = migrate_verify(database_url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["OK: the database has everything its migrations promise"]
+
+
+def test_the_verify_command_prints_each_difference_and_exits_1(yoyo, db, database_url):
+    yoyo("apply")
+    with db.cursor() as cur:
+        cur.execute("""
+            DROP INDEX idx_requests_branch_id;
+            ALTER TABLE api_requests ALTER COLUMN total_tokens DROP DEFAULT;
+            ALTER TABLE api_requests ALTER COLUMN headers DROP NOT NULL;
+        """)
+    result = migrate_verify(database_url)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"note: column api_requests.headers is nullable, expected NOT NULL: {TOLERATED['nullable']}",
+        "column api_requests.total_tokens defaults to nothing, expected 0",
+        "index idx_requests_branch_id is missing",
+        "2 differences from what the migrations promise",
+    ]
+
+
+def test_verify_all_tells_what_apply_would_still_add(yoyo, database_url):
+    yoyo("apply", "-r", ALL[1])
+    assert migrate_verify(database_url).returncode == 0
+    result = migrate_verify(database_url, "--all")
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "index idx_requests_conversation_timestamp is missing",
+        "index idx_requests_conversation_detail is missing",
+        "2 differences from what the migrations promise",
+    ]
+
+
+def test_the_verify_command_fails_in_one_line():
+    unreachable = migrate_verify(f"postgresql://nexus:{SECRET}@127.0.0.1:1/x")
+    assert_one_line_error(unreachable, "cannot connect", "127.0.0.1")
+    assert unreachable.returncode == 2
+    assert_one_line_error(migrate_verify("postgresql://nexus@127.0.0.1:1/x", "--bogus"), "--bogus", "--help")
+
+
+def test_verify_help_fits_on_one_screen_and_needs_no_database():
+    result = migrate_verify(None, "--help")
+    assert result.returncode == 0
+    assert "verify" in result.stdout and len(result.stdout.splitlines()) <= 24

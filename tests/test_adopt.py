@@ -1,0 +1,200 @@
+"""Adopting the databases that operators of the original proxy already have.
+
+Each shape of tests/shapes.py is built as the original built it and filled with
+traffic; then yoyo apply must bring it to our schema without changing a row or
+removing anything of the operator's, and yoyo rollback must never drop the
+operator's data unless told to in so many words.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from psycopg2.extras import execute_values
+
+from nexus_migrate import PROJECT_ROOT
+from nexus_migrate.catalog import applied_migrations, snapshot
+from nexus_migrate.proxy_sql import INSERT_CHUNKS, LATEST_CONVERSATIONS, ONE_CONVERSATION
+from nexus_migrate.schema import PROMISES, compare, valid_indexes, verify
+from nexus_migrate.steps import ALLOW_DATA_LOSS, DataLossRefused
+
+from .conftest import run_script
+from .migrations import ALL, logged
+from .shapes import SHAPES, build
+from .test_proxy import proxy_request, proxy_response, sha
+
+OURS = {table for p in PROMISES.values() for table in (*p.columns, *p.views)}  # tables and views we define
+
+
+@pytest.fixture(params=list(SHAPES))
+def shape(request, db):
+    """The test's database, built in one of the shapes found in the field."""
+    build(db, SHAPES[request.param])
+    return SHAPES[request.param]
+
+
+def tables_and_columns(db) -> dict[str, list[str]]:
+    """Every table with its columns, in order."""
+    tables: dict[str, list[str]] = {}
+    relkinds = {name: kind for name, kind, _ in snapshot(db)["relations"]}
+    for table, column, *_ in snapshot(db)["columns"]:
+        if relkinds[table] == "r":
+            tables.setdefault(table, []).append(column)
+    return tables
+
+
+def checksums(db, tables: dict[str, list[str]]) -> dict[str, tuple[int, str]]:
+    """Row count and a digest of every row's text, over the given columns only
+    (apply adds columns, which would change the text of a whole row)."""
+    sums = {}
+    with db.cursor() as cur:
+        for table, columns in tables.items():
+            row = ", ".join(f'"{c}"' for c in columns)
+            cur.execute(f"SELECT count(*), md5(coalesce(string_agg(r, E'\\n' ORDER BY r), '')) "
+                        f"FROM (SELECT ROW({row})::text AS r FROM {table}) AS t")
+            sums[table] = cur.fetchone()
+    return sums
+
+
+# What apply may change of an object it finds: the comments it writes, the body
+# of refresh_hourly_stats() it replaces (same name, same effect), and the width of
+# a VARCHAR(255) path, which it raises to 1024.
+WIDENED = ("api_requests", "path", "character varying(255)")
+
+
+def kept(before: dict, after: dict) -> list[str]:
+    """What of the before snapshot is missing from the after one."""
+    lost = []
+    columns_after = {row[:5] for row in after["columns"]}
+    for row in before["columns"]:
+        old = row[:5]
+        if old[:3] == WIDENED:
+            old = (*old[:2], "character varying(1024)", *old[3:])
+        if old not in columns_after:
+            lost.append(f"column {old}")
+    for kind, width in (("relations", 2), ("indexes", 3), ("constraints", 3), ("views", 1),
+                        ("functions", 1), ("triggers", 3), ("types", 2)):
+        now = {row[:width] for row in after[kind]}
+        lost += [f"{kind} {row[:width]}" for row in before[kind] if row[:width] not in now]
+    return lost
+
+
+def duplicate_notes(db) -> list[str]:
+    return [note for note in compare(db, ALL).notes if " repeats " in note]
+
+
+def test_apply_brings_the_database_to_our_schema_and_keeps_every_row(shape, yoyo, db, database_url):
+    before, original = snapshot(db), tables_and_columns(db)
+    sums, duplicates = checksums(db, original), duplicate_notes(db)
+    indexes_before = {table: valid_indexes(db.cursor(), table) for table in original}
+
+    assert yoyo("apply") == 0
+    assert applied_migrations(db) == ALL
+    assert verify(db) == []
+    result = run_script(PROJECT_ROOT, "migrate", "verify", DATABASE_URL=database_url)
+    assert result.returncode == 0 and result.stdout.splitlines()[-1].startswith("OK"), result.stdout
+
+    assert checksums(db, original) == sums
+    assert kept(before, snapshot(db)) == []
+    # Not one index was built beside an index that already served it ...
+    for table, old in indexes_before.items():
+        for name, index in valid_indexes(db.cursor(), table).items():
+            if name not in old:
+                assert not [o for o, structure in old.items() if index.served_by(structure)], name
+    # ... our indexes present under the operator's names are not built again ...
+    for ours, theirs in shape.served_by.items():
+        assert ours not in {row[0] for row in snapshot(db)["indexes"]}
+        assert f"index {ours} is present as {theirs}, which has the same columns" in compare(db).notes
+    # ... and no duplicate appeared that was not there before.
+    assert duplicate_notes(db) == duplicates
+
+    once = snapshot(db)
+    assert yoyo("apply") == 0
+    assert snapshot(db) == once
+    assert logged(db, "apply") == ALL
+
+
+def test_rollback_never_drops_the_operators_data_unless_asked(shape, yoyo, db, monkeypatch):
+    original = tables_and_columns(db)
+    operators_own = {table: columns for table, columns in original.items() if table not in OURS}
+    before, own_sums = snapshot(db), checksums(db, operators_own)
+    yoyo("apply")
+    adopted, sums = snapshot(db), checksums(db, original)
+
+    with pytest.raises(DataLossRefused, match=ALLOW_DATA_LOSS) as refused:
+        yoyo("rollback", "--all")
+    assert "table api_requests (it holds rows)" in str(refused.value)
+    assert "nothing was changed" in str(refused.value)
+    assert snapshot(db) == adopted and checksums(db, original) == sums
+    assert applied_migrations(db) == ALL and verify(db) == []
+
+    # 002 only builds indexes: its rollback drops them and nothing else.
+    assert yoyo("rollback", "-r", ALL[2]) == 0
+    assert applied_migrations(db) == ALL[:2] and verify(db) == []
+    assert kept(before, snapshot(db)) == [] and checksums(db, original) == sums
+
+    # 001: where the conversation columns were the operator's, they hold values.
+    if "conversation_id" in original["api_requests"]:
+        with pytest.raises(DataLossRefused, match="column api_requests.conversation_id"):
+            yoyo("rollback", "-r", ALL[1])
+        assert applied_migrations(db) == ALL[:2]
+    else:
+        assert yoyo("rollback", "-r", ALL[1]) == 0
+        assert applied_migrations(db) == ALL[:1]
+    assert verify(db) == []
+    assert kept(before, snapshot(db)) == [] and checksums(db, original) == sums
+
+    # Asked in so many words, rollback drops what the migrations define, with
+    # its rows, and nothing else: the operator's own tables keep theirs.
+    monkeypatch.setenv(ALLOW_DATA_LOSS, "1")
+    assert yoyo("rollback", "--all") == 0
+    assert applied_migrations(db) == [] and verify(db) == []
+    assert not OURS & {name for name, *_ in snapshot(db)["relations"]}
+    assert checksums(db, operators_own) == own_sums
+
+
+NOW = datetime.now(timezone.utc)
+
+
+def test_the_proxy_writes_and_reads_as_before_after_adoption(shape, yoyo, db):
+    yoyo("apply")
+    cur = db.cursor()
+    cur.execute("SELECT count(*) FROM api_requests")
+    (requests_before,) = cur.fetchone()
+
+    conversation = uuid.uuid4()
+    history = ["hello", "tell me more", "and then?"]
+    for n in range(1, len(history) + 1):
+        # the proxy links a request to its conversation through the parent's hash
+        if n > 1:
+            cur.execute("SELECT conversation_id, branch_id FROM api_requests WHERE current_message_hash = %s",
+                        (sha(history[n - 2]),))
+            assert cur.fetchone() == (str(conversation), "main")
+        rid = proxy_request(cur, at=NOW + timedelta(seconds=n), conversation=conversation, messages=history[:n])
+        proxy_response(cur, rid, input_tokens=100 * n, output_tokens=10 * n, streaming=True)
+        execute_values(cur, INSERT_CHUNKS, [(str(rid), i, NOW, f"chunk {i}", 1) for i in range(100)])
+        execute_values(cur, INSERT_CHUNKS, [(str(rid), i, NOW, f"chunk {i}", 1) for i in range(100)])
+
+    cur.execute(ONE_CONVERSATION, ([str(conversation)],))
+    assert [row[4] for row in cur.fetchall()] == [110, 220, 330]
+    cur.execute(LATEST_CONVERSATIONS)
+    assert cur.fetchone() == (str(conversation), ["main"], 3, 660, NOW + timedelta(seconds=3))
+    cur.execute("SELECT count(*) FROM streaming_chunks s JOIN api_requests r USING (request_id) "
+                "WHERE r.conversation_id = %s", (str(conversation),))
+    assert cur.fetchone()[0] == 300
+
+    # the dashboard: latest requests of a domain, totals and errors, the hourly rollup
+    cur.execute("SELECT request_id FROM api_requests WHERE domain = %s ORDER BY timestamp DESC LIMIT 1",
+                ("team.example.com",))
+    assert cur.fetchone() is not None
+    cur.execute("SELECT count(*), count(*) FILTER (WHERE error IS NOT NULL) FROM api_requests")
+    total, errors = cur.fetchone()
+    assert total == requests_before + 3 and errors > 0
+    cur.execute("SELECT refresh_hourly_stats()")  # on the original shapes this always failed
+    cur.execute("SELECT sum(request_count) FROM hourly_stats")
+    hourly = cur.fetchone()[0]
+    cur.execute("SELECT count(*) FROM api_requests WHERE timestamp > now() - interval '7 days'")
+    assert hourly == cur.fetchone()[0]
+    assert verify(db) == []
