@@ -1,16 +1,19 @@
 """scripts/migrate: yoyo's own commands (apply, rollback, list, reapply,
 break-lock, ...), with DATABASE_URL read from the environment or .env and a
-one-line error, not a traceback, when something is wrong."""
+one-line error, not a traceback, when something is wrong. Runs on one database
+take turns instead of racing (see guards.py)."""
 
 from __future__ import annotations
 
 import os
 
 import psycopg2
+from yoyo.exceptions import LockTimeout
 
 from . import YOYO_CONFIG
 from .connection import connect, explain
-from .settings import database_url, load_env, run_cli
+from .guards import application_name, check_rights, left_lock, one_run_at_a_time
+from .settings import OperatorError, database_url, load_env, run_cli
 
 # yoyo commands that do not touch a database
 NO_DATABASE = {"new", "init"}
@@ -24,18 +27,33 @@ def yoyo(argv: list[str]) -> int:
 
 
 def guarded(command: str, argv: list[str]) -> int:
-    """yoyo's command on DATABASE_URL, its database errors explained."""
+    """yoyo's command on DATABASE_URL, after our checks and holding our lock."""
     url = database_url()  # fails with one line when it is missing or malformed
-    # An address that swallows packets fails in seconds, not in TCP's two minutes.
+    # Every session of this run, yoyo's too, is named in pg_stat_activity; and an
+    # address that swallows packets fails in seconds, not in TCP's two minutes.
+    os.environ.setdefault("PGAPPNAME", application_name(command))
     os.environ.setdefault("PGCONNECT_TIMEOUT", "10")
-    connect(url).close()  # one line naming the problem when we cannot get in
+    conn = connect(url)
     try:
-        return yoyo(argv)
-    except psycopg2.Error as exc:
-        explained = explain(exc, url)
-        if explained:
-            raise explained from None
-        raise
+        with one_run_at_a_time(conn, command):
+            check_rights(conn)
+            if command != "break-lock":
+                stale = left_lock(conn, command)
+                if stale:
+                    raise stale
+            try:
+                return yoyo(argv)
+            except psycopg2.Error as exc:
+                explained = explain(exc, url)
+                if explained:
+                    raise explained from None
+                raise
+            except LockTimeout:  # a plain `yoyo` run took the lock after we looked
+                raise left_lock(conn, command) or OperatorError(
+                    f"another yoyo run held yoyo's lock for over 10 s: scripts/migrate {command} again"
+                ) from None
+    finally:
+        conn.close()
 
 
 def main(argv: list[str]) -> int:
