@@ -126,9 +126,10 @@ def waiting_in_000(db) -> bool:
                      "AND wait_event_type = 'Lock' AND query ~ 'CREATE TABLE IF NOT EXISTS api_requests'") == 1
 
 
-def waiting_for_our_lock(db) -> bool:
-    return count(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())") > 0
+def advisory_locks(db, which: str = "true") -> int:
+    """scripts/migrate's turns on this database: held (granted) or awaited."""
+    return count(db, f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND {which} "
+                     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
 
 
 def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
@@ -136,11 +137,27 @@ def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-def test_operators_started_together_apply_each_migration_once(project_copy, database_url, db):
+@pytest.fixture
+def start(project_copy):
+    """start(*args, **env): scripts/migrate started and left running; any still
+    running when the test ends (having failed) is killed."""
+    started = []
+
+    def run(*args: str, **env: str) -> subprocess.Popen:
+        started.append(start_script(project_copy, "migrate", *args, **env))
+        return started[-1]
+
+    yield run
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+def test_operators_started_together_apply_each_migration_once(start, database_url, db):
     """On an empty database: yoyo creates its own tables and lock as it goes,
     and every run must come through that without a database error."""
-    runs = [start_script(project_copy, "migrate", "apply", "--batch", DATABASE_URL=database_url)
-            for _ in range(4)]
+    runs = [start("apply", "--batch", DATABASE_URL=database_url) for _ in range(4)]
     results = [finish(run) for run in runs]
     for result in results:
         assert result.returncode == 0, result.stderr
@@ -150,24 +167,20 @@ def test_operators_started_together_apply_each_migration_once(project_copy, data
     assert count(db, "SELECT count(*) FROM yoyo_lock") == 0
 
 
-def test_a_second_apply_waits_for_a_long_one_then_has_nothing_to_do(project_copy, database_url, db):
+def test_a_second_apply_waits_for_a_long_one_then_has_nothing_to_do(start, project_copy, database_url, db):
     """yoyo alone gives up after 10 s with "run yoyo break-lock", which would
     let two runs migrate at once. The second run waits in PostgreSQL instead,
     before yoyo starts, so yoyo's 10 s never begin."""
     with migration_000_held(database_url):
-        first = start_script(project_copy, "migrate", "apply", "--batch", DATABASE_URL=database_url)
-        try:
-            wait_until(lambda: waiting_in_000(db), "the first apply is inside 000")
-            second = start_script(project_copy, "migrate", "apply", "--batch", DATABASE_URL=database_url)
-            wait_until(lambda: waiting_for_our_lock(db), "the second apply waits for the first")
+        first = start("apply", "--batch", DATABASE_URL=database_url)
+        wait_until(lambda: waiting_in_000(db), "the first apply is inside 000")
+        second = start("apply", "--batch", DATABASE_URL=database_url)
+        wait_until(lambda: advisory_locks(db, "NOT granted") > 0, "the second apply waits for the first")
 
-            # break-lock now would let the two race: it refuses, and the lock stays
-            refused = run_script(project_copy, "migrate", "break-lock", DATABASE_URL=database_url)
-            assert_one_line_error(refused, "a migration is running", f"pid {first.pid}", "not stale")
-            assert count(db, "SELECT count(*) FROM yoyo_lock") == 1
-        except BaseException:
-            first.kill()
-            raise
+        # break-lock now would let the two race: it refuses, and the lock stays
+        refused = run_script(project_copy, "migrate", "break-lock", DATABASE_URL=database_url)
+        assert_one_line_error(refused, "a migration is running", f"pid {first.pid}", "not stale")
+        assert count(db, "SELECT count(*) FROM yoyo_lock") == 1
     results = [finish(first), finish(second)]
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     waited = results[1].stderr.strip().splitlines()
@@ -175,15 +188,18 @@ def test_a_second_apply_waits_for_a_long_one_then_has_nothing_to_do(project_copy
     assert logged(db, "apply") == ALL
 
 
-def test_a_lock_left_by_a_killed_apply_is_called_stale_and_break_lock_clears_it(project_copy, database_url, db):
+def test_a_lock_left_by_a_killed_apply_is_called_stale_and_break_lock_clears_it(start, project_copy,
+                                                                                database_url, db):
     with migration_000_held(database_url):
-        killed = start_script(project_copy, "migrate", "apply", "--batch", DATABASE_URL=database_url)
+        killed = start("apply", "--batch", DATABASE_URL=database_url)
         wait_until(lambda: waiting_in_000(db), "the apply is inside 000")
         killed.kill()  # kill -9: yoyo's lock row stays behind
         killed.wait()
     with db.cursor() as cur:
         cur.execute("SELECT pid FROM yoyo_lock")
         assert cur.fetchall() == [(killed.pid,)]
+    # the server ends the dead client's sessions, and with them its advisory lock
+    wait_until(lambda: advisory_locks(db) == 0, "the killed run's sessions are gone")
 
     result = run_script(project_copy, "migrate", "apply", "--batch", DATABASE_URL=database_url)
     assert_one_line_error(result, f"process {killed.pid}", "killed", "scripts/migrate break-lock",
