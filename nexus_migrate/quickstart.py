@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from .localdb import start_local_database
-from .migrate import yoyo
+from .migrate import guarded
 from .settings import database_url, load_env, mask_password, run_cli
 
 
@@ -19,7 +19,8 @@ def main(argv: list[str]) -> int:
         url = os.environ["DATABASE_URL"] = start_local_database()
         print(f"No DATABASE_URL set: using the local PostgreSQL at {url}")
         print("  (scripts/localdb stop to stop it, scripts/localdb remove to delete it)")
-    return yoyo(["apply", "--batch"]) or yoyo(["list"])
+    # as scripts/migrate runs them: in turn with other runs, faults in one line
+    return guarded("apply", ["apply", "--batch"]) or guarded("list", ["list"])
 
 
 if __name__ == "__main__":

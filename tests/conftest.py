@@ -14,8 +14,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
@@ -25,6 +27,7 @@ from nexus_migrate.localpg import LocalServer, LocalServerError, find_binaries
 from nexus_migrate.migrate import yoyo as yoyo_cli
 
 SERVER_VERSIONS = (16, 15)
+SECRET = "SECRET-s3cr3t-Pa55"  # a password that must never be printed
 ALWAYS_REQUIRED = {16} if sys.version_info < (3, 13) else set()  # see requirements-dev.txt
 # Durability is of no use to throw-away test clusters; skipping fsync saves seconds a test.
 # (Not synchronous_commit = off: VACUUM will not mark pages all-visible while a
@@ -98,6 +101,81 @@ def script_env(**overrides: str | None) -> dict[str, str]:
 def run_script(root: Path, name: str, *args: str, **env: str | None) -> subprocess.CompletedProcess:
     return subprocess.run([str(root / "scripts" / name), *args], capture_output=True, text=True,
                           env=script_env(**env), cwd=root, timeout=300)
+
+
+def start_script(root: Path, name: str, *args: str, **env: str | None) -> subprocess.Popen:
+    """run_script, without waiting for it to end."""
+    return subprocess.Popen([str(root / "scripts" / name), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=script_env(**env), cwd=root)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:
+    """A failure as the operator should see it: non-zero exit, one `error:`
+    line holding each of words, no traceback, no password."""
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    assert SECRET not in output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word in lines[0]
+    return lines[0]
+
+
+def wait_until(condition, what: str, deadline: float = 120) -> None:
+    """Poll condition() until it holds. The deadline only keeps a broken run
+    from hanging the suite; nothing here measures how long anything takes."""
+    give_up = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > give_up:
+            pytest.fail(f"gave up waiting until {what}")
+        time.sleep(0.1)
+
+
+def as_role(url: str, role: str, password: str = SECRET) -> str:
+    """url with its user and password replaced."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=f"{role}:{password}@{parts.hostname}:{parts.port}").geturl()
+
+
+@pytest.fixture
+def make_role(server, database_url):
+    """make_role(name=None, password=None): a LOGIN role on the test's server.
+    The local servers trust every connection; a role given a password must
+    then use it (a pg_hba.conf line of its own), so a wrong one is refused.
+    Dropped after the test with what it owns in the test's database."""
+    made = []
+    hba = server.data / "pg_hba.conf"
+    original_hba = hba.read_text()
+    superuser = psycopg2.connect(server.url())
+    superuser.autocommit = True
+
+    def make(name: str | None = None, password: str | None = None) -> str:
+        name = name or f"role_{uuid.uuid4().hex[:10]}"
+        with superuser.cursor() as cur:
+            cur.execute(f'CREATE ROLE "{name}" LOGIN' + (" PASSWORD %s" if password else ""),
+                        (password,) if password else None)
+            made.append(name)
+            if password:
+                hba.write_text(f"host all {name} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+                cur.execute("SELECT pg_reload_conf()")
+        return name
+
+    yield make
+    hba.write_text(original_hba)
+    with superuser.cursor() as cur:
+        cur.execute("SELECT pg_reload_conf()")
+    in_test_db = psycopg2.connect(database_url)  # REASSIGN and DROP OWNED act on one database
+    in_test_db.autocommit = True
+    with in_test_db.cursor() as cur:
+        for name in made:
+            cur.execute(f'REASSIGN OWNED BY "{name}" TO CURRENT_USER; DROP OWNED BY "{name}"')
+    in_test_db.close()
+    with superuser.cursor() as cur:
+        for name in made:
+            cur.execute(f'DROP ROLE "{name}"')
+    superuser.close()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from nexus_migrate.localpg import LocalServerError, find_binaries
 from .conftest import run_script
 from .migrations import ALL
 from .rows import fingerprint, store_traffic
-from .test_commands import SECRET, assert_one_line_error
+from .conftest import SECRET, assert_one_line_error
 
 
 def with_password(url: str) -> str:

@@ -12,21 +12,8 @@ import psycopg2
 from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.catalog import applied_migrations
 
-from .conftest import run_script, script_env
+from .conftest import SECRET, assert_one_line_error, run_script, script_env
 from .migrations import ALL, logged
-SECRET = "s3cr3t-Pa55"
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert "Traceback" not in output
-    assert SECRET not in output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for word in words:
-        assert word in lines[0]
-    return lines[0]
 
 
 def listed(output: str) -> dict[str, str]:

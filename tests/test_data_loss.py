@@ -8,7 +8,7 @@ from nexus_migrate.catalog import applied_migrations, snapshot
 
 from .conftest import run_script
 from .migrations import ALL
-from .test_commands import assert_one_line_error
+from .conftest import assert_one_line_error
 from .traffic import seed
 
 

@@ -14,7 +14,7 @@ from .conftest import run_script
 from .migrations import ALL
 from .rows import fingerprint, store_traffic
 from .test_backup import with_password
-from .test_commands import SECRET, assert_one_line_error
+from .conftest import SECRET, assert_one_line_error
 
 
 def rehearse(url: str):

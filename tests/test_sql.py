@@ -17,7 +17,7 @@ from nexus_migrate.steps import lock_timeout_ms
 
 from .conftest import run_script
 from .migrations import ALL
-from .test_commands import assert_one_line_error
+from .conftest import assert_one_line_error
 
 
 def printed_sql(*args: str, url: str | None = None) -> str:

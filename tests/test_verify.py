@@ -8,7 +8,7 @@ from nexus_migrate.schema import TOLERATED, compare, verify
 
 from .conftest import run_script
 from .migrations import ALL
-from .test_commands import SECRET, assert_one_line_error
+from .conftest import SECRET, assert_one_line_error
 
 
 def test_nothing_applied_promises_nothing(db):

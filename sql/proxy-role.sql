@@ -1,0 +1,20 @@
+-- The rights of the proxy's database role, nexus_proxy: read and write rows,
+-- nothing else. It may not create, alter or drop anything, nor touch yoyo's
+-- tables; migrations run as the role that owns the schema.
+--
+-- Run as that owner, after the migrations (README.md, "Least privilege"):
+--   psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -f sql/proxy-role.sql
+-- The role must exist first (a DBA: CREATE ROLE nexus_proxy LOGIN PASSWORD '...').
+-- A migration that adds a table or sequence adds it here too; the test suite
+-- checks that every one of them is granted.
+
+-- requests and their streamed chunks: the proxy inserts, completes, reads and
+-- deletes them (ON CONFLICT DO NOTHING needs no more than INSERT)
+GRANT SELECT, INSERT, UPDATE, DELETE ON api_requests, streaming_chunks TO nexus_proxy;
+
+-- streaming_chunks.id is a serial: inserting a chunk takes its next value
+GRANT USAGE ON SEQUENCE streaming_chunks_id_seq TO nexus_proxy;
+
+-- the dashboard reads the hourly rollup; refreshing it is the owner's job
+-- (REFRESH MATERIALIZED VIEW needs ownership: see README.md)
+GRANT SELECT ON hourly_stats TO nexus_proxy;
