@@ -69,12 +69,11 @@ def main(argv: list[str]) -> int:
         argv = [arg for arg in argv if arg != ALLOW_DATA_LOSS_OPTION]
         os.environ[ALLOW_DATA_LOSS] = "1"
     command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command in backup.COMMANDS:
+        backup.before(argv, backup_dir)
     if command is None or command in NO_DATABASE or {"-h", "--help"} & set(argv):
         os.environ.setdefault("DATABASE_URL", "")  # yoyo.ini refers to it even for --help
         return yoyo(argv)
-    if command in backup.COMMANDS:
-        database_url()  # one line when it is missing or malformed, before pg_dump is looked for
-        backup.before(argv, backup_dir)
     return guarded(command, argv)
 
 
