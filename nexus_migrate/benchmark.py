@@ -128,7 +128,7 @@ def conversation_of(index: int) -> str:
 
 # -- the writer: a process of its own, so its timings do not share our GIL --
 
-def _writer(url: str, every: float, stop, results) -> None:
+def _writer(url: str, every: float, stop, stopped_at, results) -> None:
     samples = []  # (due, latency s, ok) on the system-wide monotonic clock
     conn = psycopg2.connect(url, options=f"-c statement_timeout={WRITER_STATEMENT_TIMEOUT}",
                             application_name="nexus-benchmark-writer")
@@ -137,7 +137,9 @@ def _writer(url: str, every: float, stop, results) -> None:
     with conn.cursor() as cur:
         due = time.monotonic()
         n = 0
-        while not stop.is_set():
+        # Stopping, it still issues the inserts that fell due before the stop,
+        # so a backlog left by a blocked insert is measured, not dropped.
+        while not (stop.is_set() and due > stopped_at.value):
             pause = due - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
@@ -174,9 +176,9 @@ def writing(url: str, every: float):
     """A writer inserting every `every` seconds for the duration; yields the
     list that receives its samples when it stops."""
     context = multiprocessing.get_context("spawn")
-    stop = context.Event()
+    stop, stopped_at = context.Event(), context.Value("d", 0.0)
     receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=_writer, args=(url, every, stop, send), daemon=True)
+    process = context.Process(target=_writer, args=(url, every, stop, stopped_at, send), daemon=True)
     process.start()
     samples: list = []
     try:
@@ -184,8 +186,9 @@ def writing(url: str, every: float):
         yield samples
         time.sleep(SETTLE_SECONDS)
     finally:
+        stopped_at.value = time.monotonic()
         stop.set()
-        if receive.poll(60):
+        if receive.poll(120):
             samples.extend(receive.recv())
         process.join(10)
 
