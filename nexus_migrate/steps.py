@@ -98,13 +98,26 @@ class Ddl:
             _run_with_lock_retries(conn, self.rollback_sql)
 
 
+def _set_lock_timeout(timeout_ms: int) -> str:
+    return f"SET LOCAL lock_timeout = '{timeout_ms}ms'"
+
+
+def as_run(step, sql: str) -> str:
+    """sql (the step's apply_sql or rollback_sql) as the runner sends it: a ddl
+    step in a transaction of its own under lock_timeout, the others alone
+    (outside a transaction). scripts/lint reads the steps this way."""
+    if isinstance(step, Ddl):
+        return f"BEGIN;\n{_set_lock_timeout(lock_timeout_ms())};\n{sql.strip()};\nCOMMIT;\n"
+    return f"{sql.strip()};\n"
+
+
 def _run_with_lock_retries(conn, sql: str) -> None:
     timeout, attempts = lock_timeout_ms(), lock_attempts()
     with conn.cursor() as cur:
         for attempt in range(1, attempts + 1):
             try:
                 cur.execute("BEGIN")
-                cur.execute(f"SET LOCAL lock_timeout = '{timeout}ms'")
+                cur.execute(_set_lock_timeout(timeout))
                 cur.execute(sql)
                 cur.execute("COMMIT")
                 return

@@ -1,0 +1,81 @@
+"""scripts/benchmark's parts, without its timings (those are numbers for the
+README, not assertions): the original way builds what yoyo apply builds, the
+seeded traffic is shaped as the benchmark says, and its chart is a PNG."""
+
+from __future__ import annotations
+
+import struct
+import uuid
+import zlib
+
+import psycopg2
+
+from nexus_migrate.benchmark import (BASE, MEASURED, SCRATCH, Server, apply_original, apply_ours, conversation_of,
+                                     latency_stats, seed)
+from nexus_migrate.catalog import snapshot
+from nexus_migrate.plot import Panel, latency_chart
+
+
+def catalog_of(url):
+    conn = psycopg2.connect(url)
+    try:
+        return snapshot(conn)
+    finally:
+        conn.close()
+
+
+def test_the_original_way_builds_the_same_schema_as_yoyo_apply(server):
+    """Otherwise the benchmark would compare two different migrations."""
+    names = [f"bench_{way}_{uuid.uuid4().hex[:8]}" for way in ("original", "ours")]
+    original, ours = (server.ensure_database(name) for name in names)
+    try:
+        apply_ours(original, BASE)
+        for migration_id in MEASURED:
+            apply_original(original, migration_id)
+        apply_ours(ours, MEASURED[-1])
+        assert catalog_of(original) == catalog_of(ours)
+    finally:
+        for name in names:
+            server.drop_database(name)
+
+
+def test_seeded_traffic_has_interleaved_conversations_with_branches(server):
+    bench = Server(server.url())
+    try:
+        conn = psycopg2.connect(seed(bench, 8000))
+        cur = conn.cursor()
+        cur.execute("SELECT count(*), count(DISTINCT conversation_id), count(*) FILTER (WHERE conversation_id IS NULL),"
+                    " count(DISTINCT branch_id), (SELECT count(*) FROM streaming_chunks) FROM api_requests")
+        assert cur.fetchone() == (8000, 900, 800, 4, 8000)
+        # one conversation, as the benchmark's query reads it: a main line, a
+        # branch after its fifth request, each request's parent the one before
+        cur.execute("SELECT current_message_hash, parent_message_hash, branch_id, message_count, ctid"
+                    " FROM api_requests WHERE conversation_id = %s ORDER BY timestamp", (conversation_of(4),))
+        rows = cur.fetchall()
+        assert [r[3] for r in rows] == [1, 3, 5, 7, 9, 11, 13, 15]
+        assert [r[2] for r in rows] == ["main"] * 5 + ["branch_1", "branch_2", "branch_3"]
+        assert [r[1] for r in rows] == [None] + [r[0] for r in rows[:-1]]
+        assert len({r[4].split(",")[0] for r in rows}) == 8  # on as many heap pages
+        cur.execute("SELECT avg(pg_column_size(body)) > 200, avg(length(body::text)) > 2500 FROM api_requests")
+        assert cur.fetchone() == (True, True)
+        conn.close()
+    finally:
+        bench.drop(SCRATCH["seeded"])
+        bench.conn.close()
+
+
+def test_latency_stats_count_the_window_only():
+    samples = [(0.5, 0.001, True), (1.0, 0.002, True), (1.5, 2.0, True), (2.0, 0.0, False), (3.5, 9.0, True)]
+    assert latency_stats(samples, 1.0, 2.0) == {"inserts": 3, "failed": 1, "p50_ms": 2000.0, "p99_ms": 2000.0,
+                                                "max_ms": 2000.0}
+
+
+def test_the_chart_is_a_png_of_the_promised_size():
+    png = latency_chart([Panel("a", (0, 0, 255), [(0.0, 1.0, True), (1.0, 50.0, False)], [(0.2, 0.8, "001")])] * 2,
+                        width=400, panel_height=150)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    length, kind = struct.unpack(">I4s", png[8:16])
+    assert kind == b"IHDR" and struct.unpack(">II", png[16:24]) == (400, 300)
+    idat = png.index(b"IDAT")
+    data = zlib.decompress(png[idat + 4:idat + 4 + struct.unpack(">I", png[idat - 4:idat])[0]])
+    assert len(data) == 300 * (1 + 3 * 400)
