@@ -18,7 +18,7 @@ from yoyo import read_migrations
 
 from . import MIGRATIONS_DIR, PROJECT_ROOT
 from .settings import OperatorError, run_cli
-from .steps import as_run
+from .steps import rendered_sql
 
 SQUAWK_CONFIG = PROJECT_ROOT / ".squawk.toml"
 
@@ -38,10 +38,10 @@ def write_steps(folder: Path) -> list[Path]:
         migration.load()
         for number, step in enumerate(migration.module.steps):
             for direction in ("apply", "rollback"):
-                sql = getattr(step, f"{direction}_sql")
+                sql = rendered_sql(step, direction)
                 if sql:
                     path = folder / f"{migration.id}.{number:02d}.{direction}.sql"
-                    path.write_text(as_run(step, sql))
+                    path.write_text(sql + "\n")
                     written.append(path)
     return written
 

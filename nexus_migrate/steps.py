@@ -102,15 +102,6 @@ def _set_lock_timeout(timeout_ms: int) -> str:
     return f"SET LOCAL lock_timeout = '{timeout_ms}ms'"
 
 
-def as_run(step, sql: str) -> str:
-    """sql (the step's apply_sql or rollback_sql) as the runner sends it: a ddl
-    step in a transaction of its own under lock_timeout, the others alone
-    (outside a transaction). scripts/lint reads the steps this way."""
-    if isinstance(step, Ddl):
-        return f"BEGIN;\n{_set_lock_timeout(lock_timeout_ms())};\n{sql.strip()};\nCOMMIT;\n"
-    return f"{sql.strip()};\n"
-
-
 def _run_with_lock_retries(conn, sql: str) -> None:
     timeout, attempts = lock_timeout_ms(), lock_attempts()
     with conn.cursor() as cur:
@@ -284,7 +275,7 @@ def rendered_sql(step, direction: str) -> str:
     if not sql:
         return ""
     if step.in_transaction:
-        return f"BEGIN;\nSET LOCAL lock_timeout = '{lock_timeout_ms()}ms';\n{sql};\nCOMMIT;"
+        return f"BEGIN;\n{_set_lock_timeout(lock_timeout_ms())};\n{sql};\nCOMMIT;"
     return f"{sql};"
 
 
