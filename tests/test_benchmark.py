@@ -10,8 +10,8 @@ import zlib
 
 import psycopg2
 
-from nexus_migrate.benchmark import (BASE, MEASURED, SCRATCH, Server, apply_original, apply_ours, conversation_of,
-                                     latency_stats, seed)
+from nexus_migrate.benchmark import (BASE, MEASURED, SCRATCH, SEED_BLOCK, Server, apply_original, apply_ours,
+                                     conversation_of, latency_stats, seed)
 from nexus_migrate.catalog import snapshot
 from nexus_migrate.plot import Panel, latency_chart
 
@@ -42,20 +42,22 @@ def test_the_original_way_builds_the_same_schema_as_yoyo_apply(server):
 def test_seeded_traffic_has_interleaved_conversations_with_branches(server):
     bench = Server(server.url())
     try:
-        conn = psycopg2.connect(seed(bench, 8000))
+        conn = psycopg2.connect(seed(bench, SEED_BLOCK))
         cur = conn.cursor()
         cur.execute("SELECT count(*), count(DISTINCT conversation_id), count(*) FILTER (WHERE conversation_id IS NULL),"
                     " count(DISTINCT branch_id), (SELECT count(*) FROM streaming_chunks) FROM api_requests")
-        assert cur.fetchone() == (8000, 900, 800, 4, 8000)
+        # (the 50 conversations numbered c % 10 = 0 fall on the requests without one)
+        assert cur.fetchone() == (32_000, 450, 3_200, 4, 32_000)
         # one conversation, as the benchmark's query reads it: a main line, a
-        # branch after its fifth request, each request's parent the one before
+        # new branch every eight requests after its 40th, each request's parent
+        # the one before
         cur.execute("SELECT current_message_hash, parent_message_hash, branch_id, message_count, ctid"
                     " FROM api_requests WHERE conversation_id = %s ORDER BY timestamp", (conversation_of(4),))
         rows = cur.fetchall()
-        assert [r[3] for r in rows] == [1, 3, 5, 7, 9, 11, 13, 15]
-        assert [r[2] for r in rows] == ["main"] * 5 + ["branch_1", "branch_2", "branch_3"]
+        assert [r[3] for r in rows] == list(range(1, 128, 2))
+        assert [r[2] for r in rows] == ["main"] * 40 + ["branch_1"] * 8 + ["branch_2"] * 8 + ["branch_3"] * 8
         assert [r[1] for r in rows] == [None] + [r[0] for r in rows[:-1]]
-        assert len({r[4].split(",")[0] for r in rows}) == 8  # on as many heap pages
+        assert len({r[4].split(",")[0] for r in rows}) == 64  # on as many heap pages
         cur.execute("SELECT avg(pg_column_size(body)) > 200, avg(length(body::text)) > 2500 FROM api_requests")
         assert cur.fetchone() == (True, True)
         conn.close()
