@@ -104,9 +104,11 @@ def run_script(root: Path, name: str, *args: str, **env: str | None) -> subproce
 
 
 def start_script(root: Path, name: str, *args: str, **env: str | None) -> subprocess.Popen:
-    """run_script, without waiting for it to end."""
+    """run_script, without waiting for it to end; in a process group of its
+    own, so that a test can kill -9 it whole (os.killpg)."""
     return subprocess.Popen([str(root / "scripts" / name), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=script_env(**env), cwd=root)
+                            stderr=subprocess.PIPE, text=True, env=script_env(**env), cwd=root,
+                            start_new_session=True)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:
@@ -123,14 +125,16 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> s
     return lines[0]
 
 
-def wait_until(condition, what: str, deadline: float = 120) -> None:
-    """Poll condition() until it holds. The deadline only keeps a broken run
-    from hanging the suite; nothing here measures how long anything takes."""
+def wait_until(condition, what: str, deadline: float = 120):
+    """Poll condition() until it holds, and return what it returned. The
+    deadline only keeps a broken run from hanging the suite; nothing here
+    measures how long anything takes."""
     give_up = time.monotonic() + deadline
-    while not condition():
+    while not (value := condition()):
         if time.monotonic() > give_up:
             pytest.fail(f"gave up waiting until {what}")
-        time.sleep(0.1)
+        time.sleep(0.05)
+    return value
 
 
 def as_role(url: str, role: str, password: str = SECRET) -> str:

@@ -14,9 +14,9 @@ import time
 from nexus_migrate.catalog import applied_migrations
 from nexus_migrate.schema import verify
 
+from .conftest import wait_until
 from .migrations import ALL
-from .traffic import (WAITING_BUILD, Writer, checksum, hold_old_snapshot, hold_read_lock, seed, start_migrate,
-                      wait_for)
+from .traffic import WAITING_BUILD, Writer, checksum, hold_old_snapshot, hold_read_lock, seed, start_migrate
 
 INVALID_INDEXES = "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
 
@@ -79,10 +79,10 @@ def test_an_interrupted_concurrent_build_is_repaired_on_rerun(yoyo, db, database
     old_snapshot = hold_old_snapshot(database_url)
     apply = start_migrate("apply", "--batch", DATABASE_URL=database_url)
     with db.cursor() as cur:
-        [builder] = wait_for(lambda: cur.execute(WAITING_BUILD) or cur.fetchone(), "002's first index build to wait")
+        [builder] = wait_until(lambda: cur.execute(WAITING_BUILD) or cur.fetchone(), "002's first index build to wait")
     os.killpg(apply.pid, signal.SIGKILL)
     apply.wait()
-    wait_for(lambda: not _backend_alive(db, builder), "the server to stop the build")
+    wait_until(lambda: not _backend_alive(db, builder), "the server to stop the build")
     old_snapshot.close()
     assert invalid_indexes(db) == 1
 

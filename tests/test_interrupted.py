@@ -15,10 +15,10 @@ import pytest
 from nexus_migrate.catalog import applied_migrations
 from nexus_migrate.schema import verify
 
+from .conftest import wait_until
 from .migrations import ALL, MIGRATIONS
 from .test_busy_table import invalid_indexes
-from .traffic import (WAITING_BUILD, checksum, hold_old_snapshot, hold_read_lock, seed, start_migrate,
-                      wait_for)
+from .traffic import WAITING_BUILD, checksum, hold_old_snapshot, hold_read_lock, seed, start_migrate
 
 
 RETRYING_ALTER = r"SELECT pid FROM pg_stat_activity WHERE query ~ '^\s*ALTER TABLE api_requests' AND pid <> pg_backend_pid()"
@@ -61,11 +61,11 @@ def test_a_killed_apply_is_completed_by_the_next_run(point, yoyo, db, database_u
         def at():
             cur.execute(at_point)
             return cur.fetchone()
-        [backend] = wait_for(at, point)
+        [backend] = wait_until(at, point)
     os.killpg(apply.pid, signal.SIGKILL)
     apply.wait()
     with db.cursor() as cur:
-        wait_for(lambda: cur.execute("SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = %s)",
+        wait_until(lambda: cur.execute("SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = %s)",
                                      (backend,)) or cur.fetchone()[0], "the killed apply's session to end")
     holder.close()
     assert applied_migrations(db) == before_it, "the killed migration is not recorded"

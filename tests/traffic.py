@@ -12,7 +12,7 @@ import psycopg2
 
 from nexus_migrate import PROJECT_ROOT
 
-from .conftest import script_env
+from .conftest import start_script
 
 # Only the columns of 000, so the rows fit a table that 001 has not reached yet.
 SEED = """
@@ -86,9 +86,7 @@ class Writer(threading.Thread):
 
 
 def start_migrate(*args: str, **env: str) -> subprocess.Popen:
-    """scripts/migrate in a process group of its own, so a test can kill -9 it whole."""
-    return subprocess.Popen([str(PROJECT_ROOT / "scripts" / "migrate"), *args], env=script_env(**env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return start_script(PROJECT_ROOT, "migrate", *args, **env)
 
 
 def hold_old_snapshot(url: str):
@@ -109,13 +107,3 @@ def hold_read_lock(url: str):
 
 
 WAITING_BUILD = "SELECT pid FROM pg_stat_progress_create_index WHERE phase LIKE 'waiting for%'"
-
-
-def wait_for(condition, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
