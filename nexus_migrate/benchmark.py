@@ -2,10 +2,12 @@
 while a writer inserts proxy requests, the original way (each migration's
 statements in one transaction, indexes built without CONCURRENTLY) and ours
 (yoyo apply), and time the dashboard's conversation queries before and after 002.
+Last, it builds each index alone, plainly and concurrently, with no writer:
+what a concurrent build costs by itself.
 
 It works in scratch databases of its own on the server (nexus_benchmark_seeded,
-nexus_benchmark_original, nexus_benchmark_ours; dropped at the end, and
-replaced if a previous run left them). The database in the URL is only
+_original, _ours and _builds; dropped at the end, and replaced if a previous
+run left them). The database in the URL is only
 connected to; its tables are never read or written. The role needs CREATEDB.
 
 Reports apply time, insert latency while each migration applies (p50, p99,
@@ -46,7 +48,8 @@ from .steps import Ddl, Index
 BASE = "000-init-database"
 MEASURED = ("001-add-conversation-tracking", "002-optimize-conversation-indexes")
 CONVERSATION_COLUMNS = MEASURED[0]  # seeded with its columns (its ddl steps), so rows carry conversations
-SCRATCH = {"seeded": "nexus_benchmark_seeded", "original": "nexus_benchmark_original", "ours": "nexus_benchmark_ours"}
+SCRATCH = {"seeded": "nexus_benchmark_seeded", "original": "nexus_benchmark_original", "ours": "nexus_benchmark_ours",
+           "builds": "nexus_benchmark_builds"}
 WAYS = {"original": "original: each migration in one transaction, plain CREATE INDEX",
         "ours": "ours: yoyo apply (CREATE INDEX CONCURRENTLY, short ddl transactions)"}
 # A coding agent's conversation runs to dozens of requests (one per tool call);
@@ -252,6 +255,29 @@ def apply_ours(url: str, migration_id: str) -> None:
 APPLY = {"original": apply_original, "ours": apply_ours}
 
 
+def builds_alone(server: Server) -> dict:
+    """What a concurrent build costs by itself: on a copy of the seeded
+    database with no writer, each index of the measured migrations built by a
+    plain CREATE INDEX, dropped, built CONCURRENTLY, dropped; seconds of each."""
+    url = server.create(SCRATCH["builds"], template=SCRATCH["seeded"])
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    found = {}
+    try:
+        with conn.cursor() as cur:
+            for step in (s for m in MEASURED for s in migration_steps(m) if isinstance(s, Index)):
+                found[step.name] = {}
+                for way, build in (("plain", step.blocking_sql), ("concurrent", step.apply_sql)):
+                    started = time.monotonic()
+                    cur.execute(build)
+                    found[step.name][way] = round(time.monotonic() - started, 3)
+                    cur.execute(step.rollback_sql)
+    finally:
+        conn.close()
+        server.drop(SCRATCH["builds"])
+    return found
+
+
 # -- scratch databases --
 
 class Server:
@@ -413,6 +439,8 @@ def run(server: Server, requests: int, every: float, runs: int) -> dict:
             results["queries"]["after 002"] = dashboard_queries(url, requests, runs, opened_before=2 * runs + 1)
         results["ways"][way] = runs_of_way
         server.drop(SCRATCH[way])
+    print("each index built alone, plainly and concurrently ...", flush=True)
+    results["builds_alone"] = builds_alone(server)
     results["targets"] = targets(results)
     return results
 
@@ -463,6 +491,11 @@ def report(results: dict) -> str:
         b, a = before[name], after[name]
         lines.append(f"{name:<22} {b['median_ms']:>8.2f} ms {a['median_ms']:>7.2f} ms "
                      f"{b['median_ms'] / a['median_ms']:>8.1f}x  {' > '.join(a['plan'])} ({' > '.join(b['plan'])})")
+    builds = results["builds_alone"]
+    lines += ["", f"{'index built alone, no writer':<40} {'plain s':>8} {'concurrently s':>15} {'ratio':>6}"]
+    for name, b in [*builds.items(), ("all of them", {way: sum(b[way] for b in builds.values())
+                                                      for way in ("plain", "concurrent")})]:
+        lines.append(f"{name:<40} {b['plain']:>8.2f} {b['concurrent']:>15.2f} {b['concurrent'] / b['plain']:>6.2f}")
     lines += ["", "targets:"]
     lines += [f"  {'met    ' if t['met'] else 'MISSED '} {t['target']}: {t['value']}" for t in results["targets"]]
     return "\n".join(lines)

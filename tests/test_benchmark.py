@@ -11,9 +11,10 @@ import zlib
 import psycopg2
 
 from nexus_migrate.benchmark import (BASE, MEASURED, SCRATCH, SEED_BLOCK, Server, apply_original, apply_ours,
-                                     conversation_of, latency_stats, seed)
+                                     builds_alone, conversation_of, latency_stats, migration_steps, seed)
 from nexus_migrate.catalog import snapshot
 from nexus_migrate.plot import Panel, latency_chart
+from nexus_migrate.steps import Index
 
 
 def catalog_of(url):
@@ -61,6 +62,22 @@ def test_seeded_traffic_has_interleaved_conversations_with_branches(server):
         cur.execute("SELECT avg(pg_column_size(body)) > 200, avg(length(body::text)) > 2500 FROM api_requests")
         assert cur.fetchone() == (True, True)
         conn.close()
+    finally:
+        bench.drop(SCRATCH["seeded"])
+        bench.conn.close()
+
+
+def test_builds_alone_times_every_index_both_ways_on_a_copy_it_drops(server):
+    bench = Server(server.url())
+    try:
+        seeded = seed(bench, SEED_BLOCK)
+        before = catalog_of(seeded)
+        timed = builds_alone(bench)
+        built = [s.name for m in MEASURED for s in migration_steps(m) if isinstance(s, Index)]
+        assert list(timed) == built and len(built) == 8
+        assert all(t["plain"] > 0 and t["concurrent"] > 0 for t in timed.values())
+        assert catalog_of(seeded) == before  # the builds ran on the copy
+        assert not bench.execute("SELECT FROM pg_database WHERE datname = %s", (SCRATCH["builds"],))
     finally:
         bench.drop(SCRATCH["seeded"])
         bench.conn.close()
