@@ -12,8 +12,8 @@ connected to; its tables are never read or written. The role needs CREATEDB.
 
 Reports apply time, insert latency while each migration applies (p50, p99,
 max; an insert's latency counts from when it was due, so inserts queued behind
-a blocked one count their wait), failed inserts, and the queries' median time
-and plan. Writes the numbers as JSON and a latency chart as PNG.
+a blocked one count their wait), failed inserts, what the insert waited on
+(a lock, or the disk), and the queries' median time and plan. Writes the numbers as JSON and a latency chart as PNG.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ import multiprocessing
 import os
 import platform
 import statistics
+import threading
 import time
 import uuid
+from collections import Counter
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -60,6 +62,8 @@ SEED_BLOCK = REQUESTS_PER_CONVERSATION * CONVERSATIONS_IN_FLIGHT
 SEED_BATCH = 100_000
 WRITER_STATEMENT_TIMEOUT = "30s"
 SETTLE_SECONDS = 1.0  # the writer runs this long before and after each apply
+WRITER = "nexus-benchmark-writer"  # its application_name
+WAIT_SAMPLE_SECONDS = 0.01
 
 TARGETS_MAX_INSERT_MS = 100
 TARGETS_APPLY_RATIO = 1.5
@@ -140,7 +144,7 @@ def conversation_of(index: int) -> str:
 def _writer(url: str, every: float, stop, stopped_at, results) -> None:
     samples = []  # (due, latency s, ok) on the system-wide monotonic clock
     conn = psycopg2.connect(url, options=f"-c statement_timeout={WRITER_STATEMENT_TIMEOUT}",
-                            application_name="nexus-benchmark-writer")
+                            application_name=WRITER)
     conn.autocommit = True
     model, conversation = "claude-sonnet-4-20250514", None
     with conn.cursor() as cur:
@@ -151,7 +155,8 @@ def _writer(url: str, every: float, stop, stopped_at, results) -> None:
         while not (stop.is_set() and due > stopped_at.value):
             pause = due - time.monotonic()
             if pause > 0:
-                time.sleep(pause)
+                stop.wait(pause)  # a stop during the pause ends the run unless this insert fell due first
+                continue
             if n % REQUESTS_PER_CONVERSATION == 0:
                 conversation = str(uuid.uuid4())
             request_id = uuid.uuid4()
@@ -200,6 +205,40 @@ def writing(url: str, every: float):
         if receive.poll(120):
             samples.extend(receive.recv())
         process.join(10)
+
+
+# What the writer's backend is doing while it runs a statement: the wait event
+# it is in, or CPU when none.
+WRITER_WAIT = """
+    SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU')
+      FROM pg_stat_activity WHERE application_name = %s AND state = 'active'"""
+
+
+@contextmanager
+def sampling_waits(url: str, every: float = WAIT_SAMPLE_SECONDS):
+    """For the duration, a Counter of what the writer's insert was waiting on
+    (pg_stat_activity, sampled every `every` seconds, idle moments not
+    counted): a Lock wait there is an insert held by a lock, an IO or LWLock
+    one an insert waiting for the disk or the WAL like any commit."""
+    counts: Counter = Counter()
+    stop = threading.Event()
+    conn = psycopg2.connect(url, application_name="nexus-benchmark-sampler")
+    conn.autocommit = True
+
+    def sample() -> None:
+        with conn.cursor() as cur:
+            while not stop.wait(every):
+                cur.execute(WRITER_WAIT, (WRITER,))
+                counts.update(event for (event,) in cur.fetchall())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield counts
+    finally:
+        stop.set()
+        thread.join()
+        conn.close()
 
 
 def latency_stats(samples, start: float, end: float) -> dict:
@@ -427,11 +466,13 @@ def run(server: Server, requests: int, every: float, runs: int) -> dict:
                 results["queries"]["before 002"] = dashboard_queries(url, requests, runs)
             print(f"{way}: applying {migration_id} while the writer inserts ...", flush=True)
             with writing(url, every) as samples:
-                start = time.monotonic()
-                APPLY[way](url, migration_id)
-                end = time.monotonic()
+                with sampling_waits(url) as waits:
+                    start = time.monotonic()
+                    APPLY[way](url, migration_id)
+                    end = time.monotonic()
             origin = origin if origin is not None else samples[0][0] if samples else start
             runs_of_way[migration_id] = {"apply_seconds": round(end - start, 3), **latency_stats(samples, start, end),
+                                         "writer_waits": dict(waits.most_common()),
                                          "window": [round(start - origin, 3), round(end - origin, 3)],
                                          "samples": [(round(d - origin, 4), round(lat * 1000, 3), ok)
                                                      for d, lat, ok in samples]}
@@ -491,6 +532,11 @@ def report(results: dict) -> str:
         b, a = before[name], after[name]
         lines.append(f"{name:<22} {b['median_ms']:>8.2f} ms {a['median_ms']:>7.2f} ms "
                      f"{b['median_ms'] / a['median_ms']:>8.1f}x  {' > '.join(a['plan'])} ({' > '.join(b['plan'])})")
+    lines += ["", f"what the writer's insert was waiting on, sampled every {WAIT_SAMPLE_SECONDS * 1000:g} ms"]
+    for migration_id in MEASURED:
+        for way in WAYS:
+            waits = results["ways"][way][migration_id]["writer_waits"]
+            lines.append(f"{migration_id[:3]} {way:<9} " + (", ".join(f"{e} {n}" for e, n in waits.items()) or "-"))
     builds = results["builds_alone"]
     lines += ["", f"{'index built alone, no writer':<40} {'plain s':>8} {'concurrently s':>15} {'ratio':>6}"]
     for name, b in [*builds.items(), ("all of them", {way: sum(b[way] for b in builds.values())

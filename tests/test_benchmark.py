@@ -5,16 +5,20 @@ seeded traffic is shaped as the benchmark says, and its chart is a PNG."""
 from __future__ import annotations
 
 import struct
+import threading
 import uuid
 import zlib
 
 import psycopg2
 
-from nexus_migrate.benchmark import (BASE, MEASURED, SCRATCH, SEED_BLOCK, Server, apply_original, apply_ours,
-                                     builds_alone, conversation_of, latency_stats, migration_steps, seed)
+from nexus_migrate.benchmark import (BASE, MEASURED, SCRATCH, SEED_BLOCK, WRITER, Server, apply_original,
+                                     apply_ours, builds_alone, conversation_of, latency_stats, migration_steps,
+                                     sampling_waits, seed)
 from nexus_migrate.catalog import snapshot
 from nexus_migrate.plot import Panel, latency_chart
 from nexus_migrate.steps import Index
+
+from .conftest import wait_until
 
 
 def catalog_of(url):
@@ -81,6 +85,24 @@ def test_builds_alone_times_every_index_both_ways_on_a_copy_it_drops(server):
     finally:
         bench.drop(SCRATCH["seeded"])
         bench.conn.close()
+
+
+def test_the_sampler_names_the_lock_an_insert_of_the_writer_waits_for(database_url, db):
+    with db.cursor() as cur:
+        cur.execute("CREATE TABLE held (x int)")
+        cur.execute("BEGIN")
+        cur.execute("LOCK TABLE held IN ACCESS EXCLUSIVE MODE")
+    writer = psycopg2.connect(database_url, application_name=WRITER)
+    insert = threading.Thread(target=lambda: writer.cursor().execute("INSERT INTO held VALUES (1)"))
+    insert.start()
+    try:
+        with sampling_waits(database_url) as waits:
+            wait_until(lambda: waits["Lock:relation"] >= 3, "the sampler saw the insert wait for the lock")
+    finally:
+        db.cursor().execute("ROLLBACK")
+        insert.join()
+        writer.close()
+    assert set(waits) <= {"Lock:relation", "CPU"}  # CPU: the moment between the lock and the end
 
 
 def test_latency_stats_count_the_window_only():
