@@ -566,8 +566,8 @@ def main(argv: list[str]) -> int:
                         help="requests to seed api_requests with (default 1,000,000)")
     parser.add_argument("--insert-every-ms", type=float, default=5.0, metavar="MS",
                         help="the writer inserts one request every MS milliseconds (default 5)")
-    parser.add_argument("--query-runs", type=int, default=7, metavar="N",
-                        help="times each dashboard query runs; the median counts (default 7)")
+    parser.add_argument("--query-runs", type=int, default=15, metavar="N",
+                        help="times each dashboard query runs; the median counts (default 15)")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmark-results", metavar="DIR",
                         help="where benchmark.json and benchmark.png go (default benchmark-results/)")
     parser.add_argument("--database-url", metavar="URL",
