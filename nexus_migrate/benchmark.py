@@ -7,13 +7,14 @@ what a concurrent build costs by itself.
 
 It works in scratch databases of its own on the server (nexus_benchmark_seeded,
 _original, _ours and _builds; dropped at the end, and replaced if a previous
-run left them). The database in the URL is only
-connected to; its tables are never read or written. The role needs CREATEDB.
+run left them). The database in the URL is only connected to; its tables are
+never read or written. The role needs CREATEDB.
 
 Reports apply time, insert latency while each migration applies (p50, p99,
 max; an insert's latency counts from when it was due, so inserts queued behind
-a blocked one count their wait), failed inserts, what the insert waited on
-(a lock, or the disk), and the queries' median time and plan. Writes the numbers as JSON and a latency chart as PNG.
+a blocked one count their wait), failed inserts, what the insert waited on (a
+lock, or the disk), and the queries' median time and plan. Writes the numbers
+as JSON and a latency chart as PNG.
 """
 
 from __future__ import annotations
