@@ -295,6 +295,11 @@ def apply_ours(url: str, migration_id: str) -> None:
 APPLY = {"original": apply_original, "ours": apply_ours}
 
 
+def measured_indexes() -> list[Index]:
+    """The index steps of the measured migrations, in the order they run."""
+    return [s for m in MEASURED for s in migration_steps(m) if isinstance(s, Index)]
+
+
 def builds_alone(server: Server) -> dict:
     """What a concurrent build costs by itself: on a copy of the seeded
     database with no writer, each index of the measured migrations built by a
@@ -305,7 +310,7 @@ def builds_alone(server: Server) -> dict:
     found = {}
     try:
         with conn.cursor() as cur:
-            for step in (s for m in MEASURED for s in migration_steps(m) if isinstance(s, Index)):
+            for step in measured_indexes():
                 found[step.name] = {}
                 for way, build in (("plain", step.blocking_sql), ("concurrent", step.apply_sql)):
                     started = time.monotonic()

@@ -12,11 +12,10 @@ import zlib
 import psycopg2
 
 from nexus_migrate.benchmark import (BASE, MEASURED, SCRATCH, SEED_BLOCK, WRITER, Server, apply_original,
-                                     apply_ours, builds_alone, conversation_of, latency_stats, migration_steps,
+                                     apply_ours, builds_alone, conversation_of, latency_stats, measured_indexes,
                                      sampling_waits, seed)
 from nexus_migrate.catalog import snapshot
 from nexus_migrate.plot import Panel, latency_chart
-from nexus_migrate.steps import Index
 
 from .conftest import wait_until
 
@@ -77,7 +76,7 @@ def test_builds_alone_times_every_index_both_ways_on_a_copy_it_drops(server):
         seeded = seed(bench, SEED_BLOCK)
         before = catalog_of(seeded)
         timed = builds_alone(bench)
-        built = [s.name for m in MEASURED for s in migration_steps(m) if isinstance(s, Index)]
+        built = [step.name for step in measured_indexes()]
         assert list(timed) == built and len(built) == 8
         assert all(t["plain"] > 0 and t["concurrent"] > 0 for t in timed.values())
         assert catalog_of(seeded) == before  # the builds ran on the copy
