@@ -2,7 +2,7 @@
 database before anything touches it.
 
 The dump is PostgreSQL's custom format (pg_dump -Fc), which pg_restore reads
-(see README, "Safety rails"). It is written under a temporary name and renamed
+(see docs/operating.md, "Safety rails"). It is written under a temporary name and renamed
 once pg_dump has succeeded, so a file with the final name is always complete.
 Any failure stops the command before a migration runs.
 """
@@ -19,7 +19,7 @@ from .settings import OperatorError, database_url, mask_password
 OPTION = "--backup"
 COMMANDS = {"apply", "rollback", "reapply"}  # those that change the schema
 HELP = (f"{OPTION} DIR   before anything changes, write a pg_dump of the database (custom format) into DIR "
-        "and stop if that fails; see README, Safety rails")
+        "and stop if that fails; see docs/operating.md, Safety rails")
 
 
 def take_option(argv: list[str]) -> tuple[list[str], Path | None]:

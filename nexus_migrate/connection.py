@@ -15,7 +15,7 @@ from yoyo.connections import parse_uri
 
 from .settings import OperatorError
 
-LEAST_PRIVILEGE = "README.md, Least privilege"
+LEAST_PRIVILEGE = "docs/operating.md, Least privilege"
 
 
 @dataclass(frozen=True)

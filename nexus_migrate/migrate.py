@@ -19,7 +19,7 @@ from .verify_cli import main as verify
 
 # yoyo commands that do not touch a database
 NO_DATABASE = {"new", "init"}
-# sub-commands of our own, next to yoyo's (see README, Safety rails)
+# sub-commands of our own, next to yoyo's (see docs/operating.md, Safety rails)
 OWN_COMMANDS = {"sql": sqlplan.main, "rehearse": rehearse.main, "verify": verify}
 
 

@@ -5,7 +5,7 @@ rather than SQL, so that it is a witness of what the migrations build that is
 independent of them: verify() reads the catalogs and names every difference in
 plain words.
 
-Databases built before this project (see the README, "Coming from the original
+Databases built before this project (see docs/operating.md, "Coming from the original
 scripts") differ in ways that change nothing for the proxy. compare() reports
 those as notes, not problems; the rule for each is in TOLERATED, once.
 """

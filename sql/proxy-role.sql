@@ -2,7 +2,7 @@
 -- nothing else. It may not create, alter or drop anything, nor touch yoyo's
 -- tables; migrations run as the role that owns the schema.
 --
--- Run as that owner, after the migrations (README.md, "Least privilege"):
+-- Run as that owner, after the migrations (docs/operating.md, "Least privilege"):
 --   psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -f sql/proxy-role.sql
 -- The role must exist first (a DBA: CREATE ROLE nexus_proxy LOGIN PASSWORD '...').
 -- A migration that adds a table or sequence adds it here too; the test suite
@@ -16,5 +16,5 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON api_requests, streaming_chunks TO nexus_
 GRANT USAGE ON SEQUENCE streaming_chunks_id_seq TO nexus_proxy;
 
 -- the dashboard reads the hourly rollup; refreshing it is the owner's job
--- (REFRESH MATERIALIZED VIEW needs ownership: see README.md)
+-- (REFRESH MATERIALIZED VIEW needs ownership: see docs/operating.md)
 GRANT SELECT ON hourly_stats TO nexus_proxy;

@@ -49,7 +49,7 @@ def test_the_backup_is_taken_before_the_apply_and_restores_every_row(server, dat
     dbname = pgclient.database_name(database_url)
     assert re.fullmatch(rf"{dbname}_\d{{8}}T\d{{6}}Z\.dump", dumps[0].name)
 
-    # The README's restore: into a new database, which is then compared with what was dumped.
+    # The restore of docs/operating.md: into a new database, which is then compared with what was dumped.
     restored_name = f"restored_{uuid.uuid4().hex[:8]}"
     restored_url = server.ensure_database(restored_name)
     pg_restore = pgclient.find_client("pg_restore", server.binaries.major)

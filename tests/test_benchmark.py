@@ -1,5 +1,5 @@
 """scripts/benchmark's parts, without its timings (those are numbers for the
-README, not assertions): the original way builds what yoyo apply builds, the
+docs/benchmark.md, not assertions): the original way builds what yoyo apply builds, the
 seeded traffic is shaped as the benchmark says, and its chart is a PNG."""
 
 from __future__ import annotations

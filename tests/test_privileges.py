@@ -1,6 +1,6 @@
 """Least privilege: the migrations run as the role that owns the schema, the
 proxy as a role that reads and writes rows and nothing more, with the rights
-that sql/proxy-role.sql grants (the file README.md points to)."""
+that sql/proxy-role.sql grants (the file docs/operating.md points to)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def connect(url: str):
 @pytest.fixture
 def roles(project_copy, database_url, db, make_role):
     """The test's database owned by a role that is no superuser, migrated by it
-    through scripts/migrate; then sql/proxy-role.sql run by it, as the README
+    through scripts/migrate; then sql/proxy-role.sql run by it, as docs/operating.md
     says. Yields autocommit connections (owner, proxy)."""
     owner = make_role()
     with db.cursor() as cur:
