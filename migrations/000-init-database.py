@@ -11,7 +11,7 @@ holds some of these objects takes the migration without error, and a migration
 that stopped half-way completes when it is applied again.
 """
 
-from nexus_migrate.steps import check, ddl, index, migration
+from nexus_migrate.steps import check, ddl, index, migration, widen_varchar
 
 __depends__: set[str] = set()
 # Outside a transaction: CREATE INDEX CONCURRENTLY cannot run in one. Each ddl
@@ -77,26 +77,9 @@ steps = migration(
     ),
     # The start-up initializer made path VARCHAR(255); a longer request path
     # would make the proxy's INSERT fail and the request go unrecorded. Raising
-    # a varchar's limit rewrites no row and rebuilds no index: the ALTER only
-    # holds its lock for a catalog update. It runs only where path is a shorter
-    # varchar (atttypmod is its limit + 4), so elsewhere it takes no lock at
-    # all. No undo: a wider column
-    # loses nothing, the width it replaced is not known, and rolling back 000
-    # drops the table as a whole.
-    ddl(
-        """
-        DO $$
-        BEGIN
-            IF EXISTS (SELECT FROM pg_attribute
-                        WHERE attrelid = 'api_requests'::regclass AND attname = 'path'
-                          AND atttypid = 'varchar'::regtype AND atttypmod > 0 AND atttypmod - 4 < 1024) THEN
-                ALTER TABLE api_requests ALTER COLUMN path TYPE VARCHAR(1024);
-            END IF;
-        END
-        $$
-        """,
-        None,
-    ),
+    # the limit rewrites no row (see widen_varchar); rolling back 000 drops the
+    # table as a whole.
+    widen_varchar("api_requests", "path", 1024),
     ddl(
         """
         COMMENT ON TABLE api_requests IS

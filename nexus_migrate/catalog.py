@@ -8,6 +8,8 @@ yoyo's own bookkeeping tables are left out.
 
 from __future__ import annotations
 
+import re
+
 # yoyo's tables (_yoyo_migration, _yoyo_log, _yoyo_version, yoyo_lock) and,
 # since PostgreSQL names them after their table, their indexes and constraints.
 NOT_YOYO = r"relname !~ '^(_yoyo_|yoyo_lock)'"
@@ -69,6 +71,23 @@ def snapshot(conn) -> dict[str, list[tuple]]:
             cur.execute(query)
             result[kind] = [tuple(row) for row in cur.fetchall()]
         return result
+
+
+VARCHAR_LIMIT = re.compile(r"character varying\((\d+)\)")
+
+
+def widened(catalog: dict, widths: dict[tuple[str, str], int]) -> dict:
+    """catalog with each (table, column) of widths raised to that VARCHAR limit
+    where it was a lower one: what rolling back the migrations that widen them
+    gives back, since a widened column is never narrowed again."""
+    def column(row: tuple) -> tuple:
+        table, name, type_, *rest = row
+        limit = VARCHAR_LIMIT.fullmatch(type_)
+        if (table, name) in widths and limit and int(limit.group(1)) < widths[table, name]:
+            type_ = f"character varying({widths[table, name]})"
+        return (table, name, type_, *rest)
+
+    return {**catalog, "columns": [column(row) for row in catalog["columns"]]}
 
 
 def applied_migrations(conn, table: str = "_yoyo_migration") -> list[str]:

@@ -34,11 +34,11 @@ from psycopg2 import sql as pgsql
 from yoyo import get_backend, read_migrations
 
 from . import MIGRATIONS_DIR, pgclient
-from .catalog import applied_migrations, snapshot
+from .catalog import applied_migrations, snapshot, widened
 from .schema import verify
 from .settings import OperatorError, database_url, load_env, mask_password
 from .sqlplan import migration_table
-from .steps import Index, lock_timeout_ms
+from .steps import Index, RetiredIndex, lock_timeout_ms, widenings
 
 YOYO_TABLES = ("_yoyo_migration", "_yoyo_version", "_yoyo_log")  # their rows carry the applied state
 MAX_NAME = 63  # PostgreSQL's identifier length
@@ -184,7 +184,7 @@ def _run(scratch_url: str, applied: list[str]) -> list[StepLocks]:
             _phase(backend, pending, "apply")
             _verify(conn)
             _phase(backend, pending[::-1], "rollback")
-            if snapshot(conn) != found:
+            if snapshot(conn) != widened(found, widenings(pending)):
                 raise RehearsalFailed("the rollback did not restore the schema it started from")
             print("verify    the rollback restored the schema it started from", flush=True)
             _verify(conn)
@@ -220,33 +220,43 @@ def _verify(conn) -> None:
 
 def _probe_locks(conn, pending) -> list[StepLocks]:
     """Roll the pending migrations back and apply them again step by step, as
-    their runners do, reading which existing relations each step locks."""
+    their runners do, reading which existing relations each statement locks."""
     found = []
     for migration in pending[::-1]:
         migration.load()
-        found += [_probe(conn, migration.id, step, "rollback") for step in migration.module.steps[::-1]]
+        for step in migration.module.steps[::-1]:
+            found += _probe(conn, migration.id, step, "rollback")
     for migration in pending:
-        found += [_probe(conn, migration.id, step, "apply") for step in migration.module.steps]
-    return [f for f in found if f is not None]
+        for step in migration.module.steps:
+            found += _probe(conn, migration.id, step, "apply")
+    return found
 
 
-def _probe(conn, migration_id: str, step, direction: str) -> StepLocks | None:
-    sql = step.apply_sql if direction == "apply" else step.rollback_sql
-    if not sql:
-        return None
-    entry = StepLocks(migration_id, direction, label(sql))
-    with conn.cursor() as cur:
-        if isinstance(step, Index):
+def _probe(conn, migration_id: str, step, direction: str) -> list[StepLocks]:
+    statements = step.statements(direction)
+    if not statements:
+        return []
+    if isinstance(step, (Index, RetiredIndex)):
+        [statement] = statements
+        entry = StepLocks(migration_id, direction, label(statement.sql))
+        with conn.cursor() as cur:
             cur.execute("SELECT indrelid::regclass::text FROM pg_index WHERE indexrelid = to_regclass(%s)",
                         (step.name,))
             row = cur.fetchone()
-            table = row[0] if row else re.search(r"\bON\s+(\w+)", step.apply_sql, re.I).group(1)
-            getattr(step, direction)(conn)
-            entry.locks, entry.documented = {table: CONCURRENT_MODE}, True
-            return entry
-        # Relations that exist before the step: the ones the proxy can be using.
-        # (Named now: a relation the step drops has no pg_class row afterwards.)
-        # Tables and views only: the locks a statement takes on their indexes follow from these.
+        table = row[0] if row else re.search(r"\bON\s+(\w+)", statement.sql, re.I).group(1)
+        getattr(step, direction)(conn)
+        entry.locks, entry.documented = {table: CONCURRENT_MODE}, True
+        return [entry]
+    return [_probe_statement(conn, migration_id, direction, statement.sql) for statement in statements]
+
+
+def _probe_statement(conn, migration_id: str, direction: str, sql: str) -> StepLocks:
+    entry = StepLocks(migration_id, direction, label(sql))
+    with conn.cursor() as cur:
+        # Relations that exist before the statement: the ones the proxy can be
+        # using. (Named now: a relation the statement drops has no pg_class row
+        # afterwards.) Tables and views only: the locks a statement takes on
+        # their indexes follow from these.
         cur.execute("SELECT oid, relname FROM pg_class "
                     "WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'p', 'm', 'v', 'f')")
         existing = dict(cur.fetchall())

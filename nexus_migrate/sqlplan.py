@@ -32,7 +32,7 @@ from yoyo.scripts.migrate import migrations_to_revision
 from . import MIGRATIONS_DIR, YOYO_CONFIG
 from .pgclient import read_only_url
 from .settings import OperatorError, database_url, load_env, mask_password
-from .steps import ALLOW_DATA_LOSS, Check, Index, lock_attempts, rendered_sql
+from .steps import ALLOW_DATA_LOSS, Check, Constraint, Index, RetiredIndex, lock_attempts, rendered_sql
 
 
 def migration_table() -> str:
@@ -93,17 +93,25 @@ def render(migrations, direction: str) -> str:
             sql = rendered_sql(step, direction)
             if not sql:
                 continue
-            out.append(f"\n-- {_describe(step)}")
+            out.append(f"\n-- {_describe(step, direction)}")
             out.append(sql)
     return "\n".join(out)
 
 
-def _describe(step) -> str:
-    if isinstance(step, Index):
+def _describe(step, direction: str) -> str:
+    if isinstance(step, Index) or (isinstance(step, RetiredIndex) and direction == "rollback"):
         return (f"outside a transaction (CONCURRENTLY cannot run in one). The runner first drops an INVALID\n"
                 f"-- {step.name} left by an interrupted build, and skips the build when a valid equivalent index exists.")
+    if isinstance(step, RetiredIndex):
+        return (f"outside a transaction (CONCURRENTLY cannot run in one), once the runner has found\n"
+                f"-- {step.replaced_by}, which serves the same queries, valid.")
+    if isinstance(step, Constraint) and direction == "apply":
+        return ("added NOT VALID in a transaction of its own (new rows are checked from then on), then\n"
+                "-- validated in another, which reads the table without blocking writes. The runner adds nothing\n"
+                "-- when a constraint of the same definition exists under any name, and replaces one of this\n"
+                "-- name but another definition (DROP CONSTRAINT ..., ADD CONSTRAINT ... in one statement).")
     if isinstance(step, Check):
-        return "post-check, outside a transaction: raises an error if the migration did not get what it promises."
+        return "a check, outside a transaction: raises an error if the database is not as the migration needs."
     return "in a transaction of its own."
 
 

@@ -14,7 +14,20 @@ kinds of step:
   index of the same structure under any name counts as present. A build that
   runs for a while prints its phase and progress from
   pg_stat_progress_create_index.
-- check(sql): a post-condition (a DO block that raises); nothing to undo.
+- constraint(add, drop): ALTER TABLE ... ADD CONSTRAINT ... NOT VALID under the
+  lock_timeout (a catalog change: new rows are checked at once), then VALIDATE
+  CONSTRAINT in a transaction of its own, which reads the whole table under a
+  lock that blocks no read or write. A constraint of the same definition under
+  any name counts as present; one of our name but another definition is
+  replaced by ours in one statement.
+- retired_index(drop, replaced_by=...): DROP INDEX CONCURRENTLY of an index an
+  earlier migration built, once the index that serves its queries is valid; the
+  rollback builds it again with that migration's own statement.
+- check(sql): a condition (a DO block that raises); nothing to undo. After the
+  steps it checks what the migration promises; before them it can refuse a
+  database that the migration must not touch.
+- widen_varchar(table, column, length): raises a VARCHAR's limit where it is
+  lower, which rewrites nothing; no undo (a wider column loses nothing).
 
 migration(*steps) registers them with yoyo as one group, which changes two
 things in how yoyo treats a migration that runs outside a transaction:
@@ -42,7 +55,7 @@ from dataclasses import dataclass
 import psycopg2
 import psycopg2.errors
 
-from .schema import equivalent_index, index_state
+from .schema import constraint_definition, equivalent_constraint, equivalent_index, index_definition, index_state
 from .settings import OperatorError
 
 ALLOW_DATA_LOSS = "NEXUS_ALLOW_DATA_LOSS"
@@ -83,11 +96,30 @@ def _first_line(sql: str) -> str:
     return " ".join(sql.split())[:80]
 
 
+@dataclass(frozen=True)
+class Statement:
+    """One statement as a step sends it: in a transaction of its own under the
+    lock_timeout (and retried), or on its own outside any transaction."""
+
+    sql: str
+    in_transaction: bool
+
+
+def _statements(sqls, in_transaction: bool) -> list[Statement]:
+    return [Statement(sql, in_transaction) for sql in sqls if sql]
+
+
 @dataclass
 class Ddl:
     apply_sql: str | None
     rollback_sql: str | None
-    in_transaction = True
+
+    def statements(self, direction: str) -> list[Statement]:
+        return _statements([self.apply_sql if direction == "apply" else self.rollback_sql], True)
+
+    def blocking_statements(self) -> list[str]:
+        """The apply as the original scripts ran it, inside one transaction."""
+        return [self.apply_sql] if self.apply_sql else []
 
     def apply(self, conn) -> None:
         if self.apply_sql:
@@ -131,11 +163,15 @@ def _run_with_lock_retries(conn, sql: str) -> None:
 INDEX_NAME = re.compile(r"\bINDEX\s+CONCURRENTLY\s+IF\s+(?:NOT\s+)?EXISTS\s+(\w+)", re.I)
 
 
+# Every index step of the migrations by name, as the migration files create
+# them: a retired index is built again on rollback with its own statement.
+_INDEX_STEPS: dict[str, Index] = {}
+
+
 @dataclass
 class Index:
     apply_sql: str
     rollback_sql: str
-    in_transaction = False
 
     def __post_init__(self):
         for sql in (self.apply_sql, self.rollback_sql):
@@ -143,12 +179,19 @@ class Index:
             if not match:
                 raise ValueError(f"index steps build and drop CONCURRENTLY and IF [NOT] EXISTS: {sql!r}")
         self.name = match.group(1)
+        _INDEX_STEPS[self.name] = self
+
+    def statements(self, direction: str) -> list[Statement]:
+        return _statements([self.apply_sql if direction == "apply" else self.rollback_sql], False)
 
     @property
     def blocking_sql(self) -> str:
         """The same build as one plain CREATE INDEX, which blocks writes: the
         way the original scripts built their indexes (see scripts/benchmark)."""
-        return re.sub(r"\s+CONCURRENTLY", "", self.apply_sql, count=1)
+        return _without_concurrently(self.apply_sql)
+
+    def blocking_statements(self) -> list[str]:
+        return [self.blocking_sql]
 
     def apply(self, conn) -> None:
         with conn.cursor() as cur:
@@ -160,6 +203,11 @@ class Index:
                 print(f"{self.name}: not built, {same} is the same index", flush=True)
             if same:
                 return
+            if index_state(cur, self.name) == "valid":  # IF NOT EXISTS would keep it
+                raise OperatorError(
+                    f"an index named {self.name} exists, but not the one this migration builds "
+                    f"({index_definition(cur, self.name)}): rename it (ALTER INDEX {self.name} RENAME TO ...) "
+                    "or drop it, then apply again")
             try:
                 # If this client dies (kill -9, a dropped SSH session), the
                 # server stops the build within a second instead of finishing
@@ -238,11 +286,134 @@ def _describe_progress(phase, blocks_done, blocks_total, tuples_done, tuples_tot
     return phase
 
 
+def _without_concurrently(sql: str) -> str:
+    return re.sub(r"\s+CONCURRENTLY", "", sql, count=1)
+
+
+def _index_step(name: str) -> Index:
+    """The index step that builds name, from the migration files."""
+    if name not in _INDEX_STEPS:
+        from yoyo import read_migrations
+
+        from . import MIGRATIONS_DIR
+
+        for migration in read_migrations(str(MIGRATIONS_DIR)):
+            migration.load()
+    return _INDEX_STEPS[name]
+
+
+DROPPED_INDEX = re.compile(r"^\s*DROP\s+INDEX\s+CONCURRENTLY\s+IF\s+EXISTS\s+(\w+)\s*$", re.I)
+
+
+@dataclass
+class RetiredIndex:
+    """An index an earlier migration built and a later one finds redundant."""
+
+    apply_sql: str
+    replaced_by: str
+
+    def __post_init__(self):
+        match = DROPPED_INDEX.match(self.apply_sql)
+        if not match:
+            raise ValueError(f"a retired index is dropped CONCURRENTLY IF EXISTS: {self.apply_sql!r}")
+        self.name = match.group(1)
+
+    @property
+    def rollback_sql(self) -> str:
+        return _index_step(self.name).apply_sql
+
+    def statements(self, direction: str) -> list[Statement]:
+        return _statements([self.apply_sql if direction == "apply" else self.rollback_sql], False)
+
+    def blocking_statements(self) -> list[str]:
+        return [_without_concurrently(self.apply_sql)]
+
+    def apply(self, conn) -> None:
+        with conn.cursor() as cur:
+            serving = equivalent_index(cur, self.replaced_by)
+            if serving is None:
+                raise OperatorError(
+                    f"{self.name} is not dropped: {self.replaced_by}, which serves its queries, is missing or "
+                    "INVALID; apply again once it is built")
+            cur.execute(self.apply_sql)
+
+    def rollback(self, conn) -> None:
+        _index_step(self.name).apply(conn)
+
+
+ADDED_CONSTRAINT = re.compile(
+    r"^\s*ALTER\s+TABLE\s+(\w+)\s+ADD\s+CONSTRAINT\s+(\w+)\s+.+\s+NOT\s+VALID\s*$", re.I | re.S)
+
+
+@dataclass
+class Constraint:
+    apply_sql: str
+    rollback_sql: str
+
+    def __post_init__(self):
+        match = ADDED_CONSTRAINT.match(self.apply_sql)
+        if not match:
+            raise ValueError(f"constraint steps add a constraint NOT VALID: {self.apply_sql!r}")
+        self.table, self.name = match.groups()
+        if not re.search(rf"\bDROP\s+CONSTRAINT\s+IF\s+EXISTS\s+{self.name}\b", self.rollback_sql, re.I):
+            raise ValueError(f"the rollback of {self.name} drops it IF EXISTS: {self.rollback_sql!r}")
+
+    def _validate_sql(self, name: str) -> str:
+        return f"ALTER TABLE {self.table} VALIDATE CONSTRAINT {name}"
+
+    def statements(self, direction: str) -> list[Statement]:
+        if direction == "apply":
+            return _statements([self.apply_sql, self._validate_sql(self.name)], True)
+        return _statements([self.rollback_sql], True)
+
+    def blocking_statements(self) -> list[str]:
+        """Added and validated at once, as the original scripts did: the whole
+        table is read under a lock that blocks writes."""
+        return [re.sub(r"\s+NOT\s+VALID\s*$", "", self.apply_sql, flags=re.I)]
+
+    def apply(self, conn) -> None:
+        with conn.cursor() as cur:
+            same = equivalent_constraint(cur, self.name)
+            if same:
+                other, valid = same
+                if other != self.name:
+                    print(f"{self.name}: not added, {other} is the same constraint", flush=True)
+                if not valid:
+                    self._validate(conn, other)
+                return
+            existing = constraint_definition(cur, self.table, self.name)
+        if existing:
+            # Ours under this name, in an older definition: dropped and added
+            # in one statement, so no row goes unchecked in between.
+            print(f"{self.name}: replacing «{existing}» with this migration's definition", flush=True)
+            _run_with_lock_retries(conn, re.sub(r"\bADD\s+CONSTRAINT\b", f"DROP CONSTRAINT {self.name}, ADD CONSTRAINT",
+                                                self.apply_sql, count=1, flags=re.I))
+        else:
+            _run_with_lock_retries(conn, self.apply_sql)
+        self._validate(conn, self.name)
+
+    def _validate(self, conn, name: str) -> None:
+        try:
+            _run_with_lock_retries(conn, self._validate_sql(name))
+        except (psycopg2.errors.CheckViolation, psycopg2.errors.ForeignKeyViolation) as exc:
+            raise OperatorError(
+                f"{name} checks new rows of {self.table} already, but existing rows break it "
+                f"({_first_line(exc.pgerror or str(exc))}): correct those rows, then apply again") from None
+
+    def rollback(self, conn) -> None:
+        _run_with_lock_retries(conn, self.rollback_sql)
+
+
 @dataclass
 class Check:
     apply_sql: str
     rollback_sql = None
-    in_transaction = False
+
+    def statements(self, direction: str) -> list[Statement]:
+        return _statements([self.apply_sql if direction == "apply" else None], False)
+
+    def blocking_statements(self) -> list[str]:
+        return [self.apply_sql]
 
     def apply(self, conn) -> None:
         with conn.cursor() as cur:
@@ -264,19 +435,64 @@ def check(sql: str) -> Check:
     return Check(sql)
 
 
+def constraint(add: str, drop: str) -> Constraint:
+    return Constraint(add, drop)
+
+
+def retired_index(drop: str, *, replaced_by: str) -> RetiredIndex:
+    return RetiredIndex(drop, replaced_by)
+
+
+@dataclass
+class Widening(Ddl):
+    """A ddl step that raises table.column's VARCHAR limit to length where it is
+    lower. That rewrites no row and rebuilds no index: the ALTER holds its lock
+    only for a catalog update, and where the column is wide enough (atttypmod
+    is the limit + 4) or is text, it takes no lock at all. No undo: a wider
+    column loses nothing, and narrowing it would rewrite the table."""
+
+    table: str = ""
+    column: str = ""
+    length: int = 0
+
+
+def widenings(migrations) -> dict[tuple[str, str], int]:
+    """(table, column) -> VARCHAR limit, for every column the migrations widen."""
+    widths = {}
+    for migration in migrations:
+        migration.load()
+        widths.update({(s.table, s.column): s.length for s in migration.module.steps if isinstance(s, Widening)})
+    return widths
+
+
+def widen_varchar(table: str, column: str, length: int) -> Widening:
+    return Widening(f"""
+        DO $$
+        BEGIN
+            IF EXISTS (SELECT FROM pg_attribute
+                        WHERE attrelid = '{table}'::regclass AND attname = '{column}'
+                          AND atttypid = 'varchar'::regtype AND atttypmod > 0 AND atttypmod - 4 < {length}) THEN
+                ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR({length});
+            END IF;
+        END
+        $$
+        """, None, table, column, length)
+
+
 def rendered_sql(step, direction: str) -> str:
     """The SQL that step sends to the server in direction ('apply' or
-    'rollback'), as it sends it: a ddl step inside its own BEGIN ... COMMIT under
-    the lock_timeout in force; index and check steps as bare statements, outside
-    a transaction. Empty when the step runs nothing that way. (Not shown: a ddl
-    step's retries, and the catalog look-ups an index step makes first.)"""
-    sql = (step.apply_sql if direction == "apply" else step.rollback_sql) or ""
-    sql = sql.lstrip("\r\n").rstrip().rstrip(";").rstrip()
-    if not sql:
-        return ""
-    if step.in_transaction:
-        return f"BEGIN;\n{_set_lock_timeout(lock_timeout_ms())};\n{sql};\nCOMMIT;"
-    return f"{sql};"
+    'rollback'), as it sends it: what runs in a transaction inside its own
+    BEGIN ... COMMIT under the lock_timeout in force; what runs outside one as a
+    bare statement. Empty when the step runs nothing that way. (Not shown: the
+    retries after a lock timeout, and the catalog look-ups a step makes first.)"""
+    rendered = []
+    for statement in step.statements(direction):
+        sql = statement.sql.lstrip("\r\n").rstrip().rstrip(";").rstrip()
+        if statement.in_transaction:
+            rendered.append(f"BEGIN;\n{_set_lock_timeout(lock_timeout_ms())};\n{sql};\nCOMMIT;")
+        else:
+            rendered.append(f"{sql};")
+    return "\n".join(rendered)
 
 
 DROPPED_TABLE = re.compile(r"\bDROP\s+TABLE\s+IF\s+EXISTS\s+(\w+)", re.I)
