@@ -34,11 +34,15 @@ class Index:
     unique: bool = False
 
     def served_by(self, other: Index) -> bool:
-        """other answers every query this index does: same table, same key
-        columns in the same order (in either direction), same predicate, same
-        included columns; and unique if this one is."""
+        """other answers every query this index does, as cheaply: same table,
+        same key columns in the same order (in either direction), same included
+        columns, unique if this one is, and the same predicate. A whole-table
+        index also serves a partial one that only leaves out its first key's
+        NULLs, which no look-up on that key finds anyway."""
+        only_nulls_left_out = (self.where == f"{_columns(self.keys)[0]} IS NOT NULL" and other.where is None
+                               and not self.unique)
         return (other.table == self.table and _columns(other.keys) == _columns(self.keys)
-                and set(other.include) == set(self.include) and other.where == self.where
+                and set(other.include) == set(self.include) and (other.where == self.where or only_nulls_left_out)
                 and (other.unique or not self.unique))
 
 
@@ -47,12 +51,23 @@ def _columns(keys: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class Trigger:
+    table: str
+    function: str  # as regprocedure renders it
+    timing: str  # e.g. "BEFORE UPDATE FOR EACH ROW"
+
+
+@dataclass(frozen=True)
 class Promise:
     columns: dict[str, dict[str, Column]] = field(default_factory=dict)  # table -> column -> Column
-    constraints: dict[str, tuple[str, ...]] = field(default_factory=dict)  # table -> pg_get_constraintdef()
+    # table -> constraint name -> pg_get_constraintdef(); another name with the same definition counts
+    constraints: dict[str, dict[str, str]] = field(default_factory=dict)
     indexes: dict[str, Index] = field(default_factory=dict)
+    retires: tuple[str, ...] = ()  # indexes of earlier migrations that this one drops
     views: dict[str, dict[str, Column]] = field(default_factory=dict)  # materialized view -> column -> Column
     functions: tuple[str, ...] = ()  # as regprocedure renders the signature
+    triggers: dict[str, Trigger] = field(default_factory=dict)
+    enums: dict[str, tuple[str, ...]] = field(default_factory=dict)  # type -> its labels, in order
     comments: tuple[str, ...] = ()  # "table" or "table.column"
 
 
@@ -108,12 +123,13 @@ PROMISES: dict[str, Promise] = {
             },
         },
         constraints={
-            "api_requests": ("PRIMARY KEY (request_id)",),
-            "streaming_chunks": (
-                "PRIMARY KEY (id)",
-                "FOREIGN KEY (request_id) REFERENCES api_requests(request_id) ON DELETE CASCADE",
-                "UNIQUE (request_id, chunk_index)",
-            ),
+            "api_requests": {"api_requests_pkey": "PRIMARY KEY (request_id)"},
+            "streaming_chunks": {
+                "streaming_chunks_pkey": "PRIMARY KEY (id)",
+                "streaming_chunks_request_id_fkey":
+                    "FOREIGN KEY (request_id) REFERENCES api_requests(request_id) ON DELETE CASCADE",
+                "streaming_chunks_request_id_chunk_index_key": "UNIQUE (request_id, chunk_index)",
+            },
         },
         indexes={
             "idx_api_requests_domain": Index("api_requests", ("domain",)),
@@ -189,6 +205,121 @@ PROMISES: dict[str, Promise] = {
             ),
         },
     ),
+    "003-add-subtask-tracking": Promise(
+        columns={
+            "api_requests": {
+                "parent_task_request_id": Column("uuid"),
+                "is_subtask": Column("boolean", default="false"),
+                "task_tool_invocation": Column("jsonb"),
+            },
+        },
+        constraints={
+            "api_requests": {
+                "api_requests_parent_task_request_id_fkey": "FOREIGN KEY (parent_task_request_id) "
+                                                            "REFERENCES api_requests(request_id) ON DELETE SET NULL",
+            },
+        },
+        indexes={
+            "idx_requests_parent_task_request_id": Index(
+                "api_requests", ("parent_task_request_id",), where="parent_task_request_id IS NOT NULL"),
+            "idx_requests_task_invocation_timestamp": Index(
+                "api_requests", ("\"timestamp\"",), where="task_tool_invocation IS NOT NULL"),
+        },
+        comments=tuple(f"api_requests.{name}"
+                       for name in ("parent_task_request_id", "is_subtask", "task_tool_invocation")),
+    ),
+    "004-optimize-conversation-window-functions": Promise(retires=("idx_requests_conversation_timestamp",)),
+    "005-populate-account-ids": Promise(
+        columns={"api_requests": {"account_id": Column(varchar(255))}},
+        indexes={
+            "idx_requests_account_timestamp": Index(
+                "api_requests", ("account_id", "\"timestamp\" DESC"), where="account_id IS NOT NULL"),
+        },
+        comments=("api_requests.account_id",),
+    ),
+    "006-split-conversation-hashes": Promise(
+        # api_key_hash is 000's column, widened here to hold a SHA-256 hex digest
+        columns={"api_requests": {"system_hash": Column(varchar(64)), "api_key_hash": Column(varchar(64))}},
+        comments=("api_requests.system_hash",),
+    ),
+    "007-add-parent-request-id": Promise(
+        columns={"api_requests": {"parent_request_id": Column("uuid")}},
+        constraints={
+            "api_requests": {
+                "api_requests_parent_request_id_fkey": "FOREIGN KEY (parent_request_id) "
+                                                       "REFERENCES api_requests(request_id) ON DELETE SET NULL",
+                "chk_parent_request_not_self": "CHECK ((parent_request_id <> request_id))",
+            },
+        },
+        indexes={
+            "idx_api_requests_parent_request_id": Index(
+                "api_requests", ("parent_request_id",), where="parent_request_id IS NOT NULL"),
+        },
+        comments=("api_requests.parent_request_id",),
+    ),
+    "008-subtask-updates-and-task-indexes": Promise(
+        indexes={"idx_api_requests_domain_newest_first": Index("api_requests", ("domain", "\"timestamp\" DESC"))},
+    ),
+    "009-add-response-body-gin-index": Promise(),
+    "010-add-temporal-awareness-indexes": Promise(
+        indexes={
+            "idx_subtask_seq": Index("api_requests", ("conversation_id", "\"timestamp\""),
+                                     where="branch_id::text ~~ 'subtask_%'::text"),
+        },
+    ),
+    "011-add-conversation-analyses": Promise(
+        columns={
+            "conversation_analyses": {
+                "id": Column("bigint", not_null=True, default="nextval('conversation_analyses_id_seq'::regclass)"),
+                "conversation_id": Column("uuid", not_null=True),
+                "branch_id": Column(varchar(255), not_null=True, default="'main'::character varying"),
+                "status": Column("conversation_analysis_status", not_null=True,
+                                 default="'pending'::conversation_analysis_status"),
+                "model_used": Column(varchar(255), default="'gemini-2.5-pro'::character varying"),
+                "analysis_content": Column("text"),
+                "analysis_data": Column("jsonb"),
+                "raw_response": Column("jsonb"),
+                "error_message": Column("text"),
+                "retry_count": Column(INT, default="0"),
+                "generated_at": Column(TSTZ),
+                "processing_duration_ms": Column(INT),
+                "prompt_tokens": Column(INT),
+                "completion_tokens": Column(INT),
+                "created_at": Column(TSTZ, not_null=True, default="now()"),
+                "updated_at": Column(TSTZ, not_null=True, default="now()"),
+                "completed_at": Column(TSTZ),
+                "custom_prompt": Column("text"),
+            },
+            "analysis_audit_log": {
+                "id": Column(INT, not_null=True, default="nextval('analysis_audit_log_id_seq'::regclass)"),
+                "event_type": Column(varchar(50), not_null=True),
+                "outcome": Column(varchar(50), not_null=True),
+                "conversation_id": Column("uuid", not_null=True),
+                "branch_id": Column(varchar(255), not_null=True),
+                "domain": Column(varchar(255), not_null=True),
+                "request_id": Column(varchar(255), not_null=True),
+                "user_context": Column("jsonb", default="'{}'::jsonb"),
+                "metadata": Column("jsonb", default="'{}'::jsonb"),
+                "timestamp": Column(TSTZ, not_null=True, default="now()"),
+            },
+        },
+        constraints={
+            "conversation_analyses": {
+                "conversation_analyses_pkey": "PRIMARY KEY (id)",
+                "conversation_analyses_conversation_id_branch_id_key": "UNIQUE (conversation_id, branch_id)",
+            },
+            "analysis_audit_log": {"analysis_audit_log_pkey": "PRIMARY KEY (id)"},
+        },
+        indexes={
+            "idx_conversation_analyses_status": Index(
+                "conversation_analyses", ("status",), where="status = 'pending'::conversation_analysis_status"),
+        },
+        functions=("conversation_analyses_set_updated_at()",),
+        triggers={"set_timestamp_on_conversation_analyses": Trigger(
+            "conversation_analyses", "conversation_analyses_set_updated_at()", "BEFORE UPDATE FOR EACH ROW")},
+        enums={"conversation_analysis_status": ("pending", "processing", "completed", "failed")},
+        comments=("conversation_analyses", "conversation_analyses.custom_prompt", "analysis_audit_log"),
+    ),
 }
 
 # Index structure, which snapshot() renders only as a whole definition: every
@@ -223,6 +354,11 @@ def index_state(cur, name: str) -> str | None:
     return None if found is None else "valid" if found[1] else "invalid"
 
 
+def index_definition(cur, name: str) -> str:
+    cur.execute("SELECT pg_get_indexdef(to_regclass(%s))", (name,))
+    return cur.fetchone()[0]
+
+
 def promised_index(name: str) -> Index:
     for promise in PROMISES.values():
         if name in promise.indexes:
@@ -239,25 +375,69 @@ def equivalent_index(cur, name: str) -> str | None:
     return name if name in serving else min(serving, default=None)
 
 
+def promised_constraint(name: str) -> tuple[str, str]:
+    """(table, definition) of the constraint a migration promises under name."""
+    for promise in PROMISES.values():
+        for table, constraints in promise.constraints.items():
+            if name in constraints:
+                return table, constraints[name]
+    raise KeyError(f"no migration promises a constraint named {name}")
+
+
+_CONSTRAINTS = """
+    SELECT conname, regexp_replace(pg_get_constraintdef(oid), ' NOT VALID$', ''), convalidated
+      FROM pg_constraint WHERE conrelid = to_regclass(%s)"""
+
+
+def _constraints(cur, table: str) -> dict[str, tuple[str, bool]]:
+    """name -> (definition without NOT VALID, validated) for the constraints of table."""
+    cur.execute(_CONSTRAINTS, (table,))
+    return {name: (definition, valid) for name, definition, valid in cur.fetchall()}
+
+
+def equivalent_constraint(cur, name: str) -> tuple[str, bool] | None:
+    """(name, validated) of a constraint with the promised definition of name,
+    that one itself if it has it; None when there is none."""
+    table, definition = promised_constraint(name)
+    same = {other: valid for other, (d, valid) in _constraints(cur, table).items() if d == definition}
+    if not same:
+        return None
+    other = name if name in same else min(same)
+    return other, same[other]
+
+
+def constraint_definition(cur, table: str, name: str) -> str | None:
+    found = _constraints(cur, table).get(name)
+    return found[0] if found else None
+
+
 def promised(migration_ids) -> Promise:
-    """The union of what the given migrations promise."""
+    """The union of what the given migrations promise, less the indexes that
+    a later one of them retires."""
     columns: dict = {}
     constraints: dict = {}
     indexes: dict = {}
     views: dict = {}
     functions: tuple = ()
+    triggers: dict = {}
+    enums: dict = {}
     comments: tuple = ()
     for mid in migration_ids:
         p = PROMISES[mid]
         for table, cols in p.columns.items():
             columns[table] = {**columns.get(table, {}), **cols}
         for table, defs in p.constraints.items():
-            constraints[table] = constraints.get(table, ()) + defs
+            constraints[table] = {**constraints.get(table, {}), **defs}
         indexes.update(p.indexes)
+        for name in p.retires:
+            indexes.pop(name, None)
         views.update(p.views)
         functions += p.functions
+        triggers.update(p.triggers)
+        enums.update(p.enums)
         comments += p.comments
-    return Promise(columns, constraints, indexes, views, functions, comments)
+    return Promise(columns=columns, constraints=constraints, indexes=indexes, views=views, functions=functions,
+                   triggers=triggers, enums=enums, comments=comments)
 
 
 @dataclass
@@ -285,7 +465,7 @@ def compare(conn, migration_ids=None) -> Report:
     columns = {(t, c): Column(type_, not_null, default) for t, c, type_, not_null, default, _ in have["columns"]}
     comments = {t: comment for t, _, comment in have["relations"]}
     comments.update({f"{t}.{c}": comment for t, c, *_, comment in have["columns"]})
-    constraints = {(t, definition) for t, _, definition in have["constraints"]}
+    constraints = {(t, definition.removesuffix(" NOT VALID")) for t, _, definition in have["constraints"]}
     functions = {signature for signature, *_ in have["functions"]}
 
     for table, promised_columns in {**want.columns, **want.views}.items():
@@ -294,16 +474,30 @@ def compare(conn, migration_ids=None) -> Report:
             continue
         for name, column in promised_columns.items():
             _compare_column(report, f"{table}.{name}", columns.get((table, name)), column)
+    # (What belongs to a missing table is not named again.)
     report.problems += [f"table {table} lacks the constraint {d}"
-                        for table, defs in want.constraints.items() for d in defs if (table, d) not in constraints]
+                        for table, defs in want.constraints.items() for d in defs.values()
+                        if table in relations and (table, d) not in constraints]
+    report.problems += [f"constraint {name} of {table} is NOT VALID: rows written before it were never checked; "
+                        f"ALTER TABLE {table} VALIDATE CONSTRAINT {name} checks them without blocking writes"
+                        for table, name, definition in have["constraints"]
+                        if table in want.constraints and definition.endswith(" NOT VALID")
+                        and definition.removesuffix(" NOT VALID") in want.constraints[table].values()]
     with conn.cursor() as cur:
         for name, index in want.indexes.items():
-            _compare_index(report, cur, name, index)
+            if index.table in relations:
+                _compare_index(report, cur, name, index)
         for table in sorted(relations & ({*want.columns, *want.views})):
             report.notes += _duplicate_indexes(cur, table, set(want.indexes))
     report.problems += [f"function {signature} is missing" for signature in want.functions if signature not in functions]
+    with conn.cursor() as cur:
+        for name, trigger in want.triggers.items():
+            if trigger.table in relations:
+                _compare_trigger(report, cur, name, trigger)
+        for name, labels in want.enums.items():
+            _compare_enum(report, cur, name, labels)
     report.problems += [f"{target} has no comment" for target in want.comments
-                        if not (comments.get(target) or "").strip()]
+                        if target.split(".")[0] in relations and not (comments.get(target) or "").strip()]
     return report
 
 
@@ -351,6 +545,40 @@ def _compare_column(report: Report, name: str, got: Column | None, want: Column)
             report.notes.append(f"{text}: {TOLERATED['default']}")
         else:
             report.problems.append(text)
+
+
+# tgtype bits (pg_trigger.h): FOR EACH ROW 1, BEFORE 2, INSERT 4, DELETE 8, UPDATE 16, TRUNCATE 32
+_TRIGGER = """
+    SELECT p.oid::regprocedure::text,
+           CASE WHEN t.tgtype & 2 = 2 THEN 'BEFORE' WHEN t.tgtype & 64 = 64 THEN 'INSTEAD OF' ELSE 'AFTER' END
+           || ' ' || array_to_string(array_remove(ARRAY[
+                  CASE WHEN t.tgtype & 4 = 4 THEN 'INSERT' END, CASE WHEN t.tgtype & 16 = 16 THEN 'UPDATE' END,
+                  CASE WHEN t.tgtype & 8 = 8 THEN 'DELETE' END, CASE WHEN t.tgtype & 32 = 32 THEN 'TRUNCATE' END],
+                  NULL), ' OR ')
+           || CASE WHEN t.tgtype & 1 = 1 THEN ' FOR EACH ROW' ELSE ' FOR EACH STATEMENT' END
+      FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+     WHERE t.tgrelid = to_regclass(%s) AND t.tgname = %s AND NOT t.tgisinternal"""
+
+
+def _compare_trigger(report: Report, cur, name: str, want: Trigger) -> None:
+    cur.execute(_TRIGGER, (want.table, name))
+    row = cur.fetchone()
+    if row is None:
+        report.problems.append(f"trigger {name} on {want.table} is missing")
+    elif row != (want.function, want.timing):
+        report.problems.append(f"trigger {name} on {want.table} runs {row[0]} {row[1]}, "
+                               f"expected {want.function} {want.timing}")
+
+
+def _compare_enum(report: Report, cur, name: str, want: tuple[str, ...]) -> None:
+    cur.execute("SELECT array(SELECT enumlabel FROM pg_enum WHERE enumtypid = t.oid ORDER BY enumsortorder) "
+                "FROM pg_type t WHERE t.typname = %s AND t.typnamespace = current_schema()::regnamespace "
+                "AND t.typtype = 'e'", (name,))
+    row = cur.fetchone()
+    if row is None:
+        report.problems.append(f"type {name} is missing")
+    elif tuple(row[0]) != want:
+        report.problems.append(f"type {name} has the values {', '.join(row[0])}, expected {', '.join(want)}")
 
 
 def _nullability(column: Column) -> str:
