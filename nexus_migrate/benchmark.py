@@ -44,7 +44,7 @@ from yoyo import read_migrations
 from . import MIGRATIONS_DIR, PROJECT_ROOT
 from .migrate import yoyo
 from .plot import Panel, latency_chart
-from .proxy_sql import INSERT_REQUEST, LATEST_CONVERSATIONS, ONE_CONVERSATION
+from .proxy_sql import INSERT_REQUEST_002, LATEST_CONVERSATIONS, ONE_CONVERSATION
 from .settings import OperatorError, mask_password, run_cli
 from .steps import Ddl, Index
 
@@ -164,7 +164,7 @@ def _writer(url: str, every: float, stop, stopped_at, results) -> None:
             text = (request_id.hex + " ") * 18
             position = n % REQUESTS_PER_CONVERSATION
             try:
-                cur.execute(INSERT_REQUEST, {
+                cur.execute(INSERT_REQUEST_002, {
                     "request_id": str(request_id), "timestamp": "now", "domain": "writer.example.com",
                     "headers": Json({"content-type": "application/json", "anthropic-version": "2023-06-01",
                                      "user-agent": "claude-cli/1.0.0 (external, cli)", "x-api-key": "[redacted]"}),

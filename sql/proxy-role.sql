@@ -15,6 +15,16 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON api_requests, streaming_chunks TO nexus_
 -- streaming_chunks.id is a serial: inserting a chunk takes its next value
 GRANT USAGE ON SEQUENCE streaming_chunks_id_seq TO nexus_proxy;
 
+-- the analysis queue: the API queues analyses, the worker claims and completes
+-- them; bigserial keys take their sequence's next value
+GRANT SELECT, INSERT, UPDATE, DELETE ON conversation_analyses TO nexus_proxy;
+GRANT USAGE ON SEQUENCE conversation_analyses_id_seq TO nexus_proxy;
+
+-- the audit log of analysis requests: the API appends to it and nothing else;
+-- a log its writer could change or erase would prove nothing
+GRANT INSERT ON analysis_audit_log TO nexus_proxy;
+GRANT USAGE ON SEQUENCE analysis_audit_log_id_seq TO nexus_proxy;
+
 -- the dashboard reads the hourly rollup; refreshing it is the owner's job
 -- (REFRESH MATERIALIZED VIEW needs ownership: see docs/operating.md)
 GRANT SELECT ON hourly_stats TO nexus_proxy;

@@ -167,10 +167,9 @@ CREATE INDEX IF NOT EXISTS idx_requests_parent_message_hash ON api_requests (par
 CREATE INDEX IF NOT EXISTS idx_requests_conversation_id ON api_requests (conversation_id);
 """
 
-# The consolidated init SQL of later proxy versions: more columns, indexes
-# under other names, and tables of its conversation analysis.
-CONSOLIDATED = f"""
-CREATE TABLE IF NOT EXISTS api_requests ({_INITIALIZER_COLUMNS},
+# The columns that later versions of the proxy's init SQL add to the
+# initializer's, with the constraints that come with them.
+_LATER_COLUMNS = """,
     branch_id VARCHAR(255) DEFAULT 'main',
     message_count INTEGER DEFAULT 0,
     parent_task_request_id UUID REFERENCES api_requests (request_id),
@@ -179,7 +178,76 @@ CREATE TABLE IF NOT EXISTS api_requests ({_INITIALIZER_COLUMNS},
     account_id VARCHAR(255),
     parent_request_id UUID REFERENCES api_requests (request_id),
     system_hash VARCHAR(64),
-    CONSTRAINT chk_requests_not_own_parent CHECK (parent_request_id IS NULL OR parent_request_id <> request_id)
+    CONSTRAINT chk_parent_request_not_self CHECK (parent_request_id != request_id)"""
+
+_ANALYSIS_STATUS = """
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_type WHERE typname = 'conversation_analysis_status') THEN
+        CREATE TYPE conversation_analysis_status AS ENUM ('pending', 'processing', 'completed', 'failed');
+    END IF;
+END $$;
+CREATE OR REPLACE FUNCTION trigger_set_timestamp() RETURNS trigger AS $$
+BEGIN
+    NEW.updated_at = NOW();
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;"""
+
+# conversation_analyses as the first 011 made it: no completed_at, no custom_prompt.
+_FIRST_ANALYSES = """
+CREATE TABLE IF NOT EXISTS conversation_analyses (
+    id BIGSERIAL PRIMARY KEY,
+    conversation_id UUID NOT NULL,
+    branch_id VARCHAR(255) NOT NULL DEFAULT 'main',
+    status conversation_analysis_status NOT NULL DEFAULT 'pending',
+    model_used VARCHAR(255) DEFAULT 'gemini-2.5-pro',
+    analysis_content TEXT,
+    analysis_data JSONB,
+    raw_response JSONB,
+    error_message TEXT,
+    retry_count INTEGER DEFAULT 0,
+    generated_at TIMESTAMPTZ,
+    processing_duration_ms INTEGER,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    UNIQUE (conversation_id, branch_id)
+);
+DROP TRIGGER IF EXISTS set_timestamp_on_conversation_analyses ON conversation_analyses;
+CREATE TRIGGER set_timestamp_on_conversation_analyses BEFORE UPDATE ON conversation_analyses
+    FOR EACH ROW EXECUTE FUNCTION trigger_set_timestamp();
+CREATE INDEX IF NOT EXISTS idx_conversation_analyses_status ON conversation_analyses (status) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS idx_conversation_analyses_conversation ON conversation_analyses (conversation_id, branch_id);"""
+
+# The columns and the audit log that the last 011 adds to the first.
+_LAST_ANALYSES = """
+ALTER TABLE conversation_analyses ADD COLUMN IF NOT EXISTS completed_at TIMESTAMPTZ;
+ALTER TABLE conversation_analyses ADD COLUMN IF NOT EXISTS custom_prompt TEXT;
+CREATE INDEX IF NOT EXISTS idx_conversation_analyses_has_custom_prompt ON conversation_analyses ((custom_prompt IS NOT NULL))
+    WHERE custom_prompt IS NOT NULL;
+CREATE TABLE IF NOT EXISTS analysis_audit_log (
+    id SERIAL PRIMARY KEY,
+    event_type VARCHAR(50) NOT NULL,
+    outcome VARCHAR(50) NOT NULL,
+    conversation_id UUID NOT NULL,
+    branch_id VARCHAR(255) NOT NULL,
+    domain VARCHAR(255) NOT NULL,
+    request_id VARCHAR(255) NOT NULL,
+    user_context JSONB DEFAULT '{}',
+    metadata JSONB DEFAULT '{}',
+    timestamp TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_audit_conversation ON analysis_audit_log (conversation_id, branch_id);
+CREATE INDEX IF NOT EXISTS idx_audit_domain ON analysis_audit_log (domain);
+CREATE INDEX IF NOT EXISTS idx_audit_timestamp ON analysis_audit_log (timestamp);
+CREATE INDEX IF NOT EXISTS idx_audit_event_type ON analysis_audit_log (event_type);"""
+
+# The init SQL of a later proxy version, from before the last 011: indexes
+# under other names, and the first conversation_analyses.
+CONSOLIDATED = f"""
+CREATE TABLE IF NOT EXISTS api_requests ({_INITIALIZER_COLUMNS}{_LATER_COLUMNS}
 );
 {_CHUNKS_AS_IN_000}
 CREATE INDEX IF NOT EXISTS idx_requests_domain ON api_requests (domain);
@@ -195,36 +263,112 @@ CREATE INDEX IF NOT EXISTS idx_requests_account_id ON api_requests (account_id);
 CREATE INDEX IF NOT EXISTS idx_requests_parent_task ON api_requests (parent_task_request_id)
     WHERE parent_task_request_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_chunks_request_id ON streaming_chunks (request_id);
+{_ANALYSIS_STATUS}
+{_FIRST_ANALYSES}
+"""
 
-CREATE TYPE conversation_analysis_status AS ENUM ('pending', 'processing', 'completed', 'failed');
-CREATE TABLE IF NOT EXISTS conversation_analyses (
-    id BIGSERIAL PRIMARY KEY,
+# Today's init SQL: what a fresh install of the current proxy has.
+INIT_SQL_TODAY = f"""
+CREATE TABLE IF NOT EXISTS api_requests ({_INITIALIZER_COLUMNS}{_LATER_COLUMNS}
+);
+{_CHUNKS_AS_IN_000}
+CREATE INDEX IF NOT EXISTS idx_requests_domain ON api_requests (domain);
+CREATE INDEX IF NOT EXISTS idx_requests_timestamp ON api_requests (timestamp);
+CREATE INDEX IF NOT EXISTS idx_requests_model ON api_requests (model);
+CREATE INDEX IF NOT EXISTS idx_requests_request_type ON api_requests (request_type);
+CREATE INDEX IF NOT EXISTS idx_requests_conversation_id ON api_requests (conversation_id);
+CREATE INDEX IF NOT EXISTS idx_requests_branch_id ON api_requests (branch_id);
+CREATE INDEX IF NOT EXISTS idx_requests_conversation_branch ON api_requests (conversation_id, branch_id);
+CREATE INDEX IF NOT EXISTS idx_requests_message_count ON api_requests (message_count);
+CREATE INDEX IF NOT EXISTS idx_requests_parent_hash ON api_requests (parent_message_hash);
+CREATE INDEX IF NOT EXISTS idx_requests_current_hash ON api_requests (current_message_hash);
+CREATE INDEX IF NOT EXISTS idx_requests_account_id ON api_requests (account_id);
+CREATE INDEX IF NOT EXISTS idx_requests_conversation_timestamp_id ON api_requests (conversation_id, timestamp DESC, request_id DESC)
+    WHERE conversation_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_requests_conversation_subtask ON api_requests (conversation_id, is_subtask, timestamp ASC, request_id ASC)
+    WHERE conversation_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_requests_request_id ON api_requests (request_id);
+CREATE INDEX IF NOT EXISTS idx_api_requests_parent_request_id ON api_requests (parent_request_id);
+CREATE INDEX IF NOT EXISTS idx_api_requests_system_hash ON api_requests (system_hash);
+CREATE INDEX IF NOT EXISTS idx_api_requests_response_body_task ON api_requests USING gin (response_body)
+    WHERE response_body IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_api_requests_domain_timestamp_response ON api_requests (domain, timestamp DESC)
+    WHERE response_body IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_api_requests_task_name ON api_requests ((response_body::text))
+    WHERE response_body IS NOT NULL AND response_body::text LIKE '%"name":"Task"%';
+CREATE INDEX IF NOT EXISTS idx_chunks_request_id ON streaming_chunks (request_id);
+{_ANALYSIS_STATUS}
+{_FIRST_ANALYSES}
+{_LAST_ANALYSES}
+"""
+
+# The upstream scripts 003 to 011 run in order after the original 000 and 001
+# (whose 002 never committed): their schema statements as the scripts ran them.
+UPSTREAM_003_011 = f"""
+ALTER TABLE api_requests
+    ADD COLUMN IF NOT EXISTS parent_task_request_id UUID REFERENCES api_requests (request_id),
+    ADD COLUMN IF NOT EXISTS is_subtask BOOLEAN DEFAULT false,
+    ADD COLUMN IF NOT EXISTS task_tool_invocation JSONB;
+CREATE INDEX IF NOT EXISTS idx_requests_parent_task_request_id ON api_requests (parent_task_request_id);
+CREATE INDEX IF NOT EXISTS idx_requests_is_subtask ON api_requests (is_subtask);
+CREATE INDEX IF NOT EXISTS idx_requests_task_tool_invocation_gin ON api_requests USING GIN (task_tool_invocation)
+    WHERE task_tool_invocation IS NOT NULL;
+COMMENT ON COLUMN api_requests.parent_task_request_id IS 'Request that spawned this sub-task';
+COMMENT ON COLUMN api_requests.is_subtask IS 'Whether this is a sub-task';
+COMMENT ON COLUMN api_requests.task_tool_invocation IS 'Task tool call details';
+
+CREATE INDEX IF NOT EXISTS idx_requests_conversation_timestamp_id ON api_requests (conversation_id, timestamp DESC, request_id DESC)
+    WHERE conversation_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_requests_conversation_subtask ON api_requests (conversation_id, is_subtask, timestamp ASC, request_id ASC)
+    WHERE conversation_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_requests_request_id ON api_requests (request_id);
+DROP INDEX IF EXISTS idx_requests_conversation_timestamp;
+
+ALTER TABLE api_requests ADD COLUMN IF NOT EXISTS account_id VARCHAR(255);
+CREATE INDEX IF NOT EXISTS idx_requests_account_timestamp ON api_requests (account_id, timestamp DESC)
+    WHERE account_id IS NOT NULL;
+
+ALTER TABLE api_requests ADD COLUMN IF NOT EXISTS system_hash VARCHAR(64);
+CREATE INDEX IF NOT EXISTS idx_api_requests_system_hash ON api_requests (system_hash);
+COMMENT ON COLUMN api_requests.system_hash IS 'Hash of the system prompt alone';
+
+ALTER TABLE api_requests ADD COLUMN IF NOT EXISTS parent_request_id UUID REFERENCES api_requests (request_id);
+CREATE INDEX IF NOT EXISTS idx_api_requests_parent_request_id ON api_requests (parent_request_id);
+COMMENT ON COLUMN api_requests.parent_request_id IS 'Immediate parent request';
+ALTER TABLE api_requests ADD CONSTRAINT chk_parent_request_not_self CHECK (parent_request_id != request_id);
+
+CREATE INDEX IF NOT EXISTS idx_api_requests_response_body_task ON api_requests USING gin (response_body)
+    WHERE response_body IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_api_requests_domain_timestamp_response ON api_requests (domain, timestamp DESC)
+    WHERE response_body IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_api_requests_task_name ON api_requests ((response_body::text))
+    WHERE response_body IS NOT NULL AND response_body::text LIKE '%"name":"Task"%';
+
+CREATE INDEX idx_api_requests_response_body_gin ON api_requests USING gin (response_body);
+
+CREATE INDEX IF NOT EXISTS idx_api_requests_conv_id_timestamp ON api_requests (conversation_id, timestamp);
+CREATE INDEX IF NOT EXISTS idx_subtask_seq ON api_requests (conversation_id, timestamp) WHERE branch_id LIKE 'subtask_%';
+{_ANALYSIS_STATUS}
+{_FIRST_ANALYSES}
+{_LAST_ANALYSES}
+"""
+
+# conversation_analyses as the reverted 009 made it: a text key, a status that
+# a CHECK keeps, content and metadata columns, one analysis at a time per branch.
+REVERTED_009_ANALYSES = """
+CREATE TABLE conversation_analyses (
+    id VARCHAR(64) PRIMARY KEY,
     conversation_id UUID NOT NULL,
     branch_id VARCHAR(255) NOT NULL DEFAULT 'main',
-    status conversation_analysis_status NOT NULL DEFAULT 'pending',
-    model_used VARCHAR(255),
-    analysis_content TEXT,
-    analysis_data JSONB,
-    error_message TEXT,
-    retry_count INTEGER DEFAULT 0,
-    prompt_tokens INTEGER,
-    completion_tokens INTEGER,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-    completed_at TIMESTAMPTZ,
-    UNIQUE (conversation_id, branch_id)
-);
-CREATE INDEX IF NOT EXISTS idx_conversation_analyses_status ON conversation_analyses (status)
-    WHERE status = 'pending';
-CREATE TABLE IF NOT EXISTS analysis_audit_log (
-    id BIGSERIAL PRIMARY KEY,
-    analysis_id BIGINT REFERENCES conversation_analyses (id) ON DELETE SET NULL,
-    event_type VARCHAR(50) NOT NULL,
-    outcome VARCHAR(50) NOT NULL,
-    conversation_id UUID NOT NULL,
-    branch_id VARCHAR(255) NOT NULL,
+    status VARCHAR(20) NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'processing', 'completed', 'failed')),
+    content TEXT,
     metadata JSONB,
-    timestamp TIMESTAMPTZ NOT NULL DEFAULT NOW()
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    EXCLUDE USING btree (conversation_id WITH =, branch_id WITH =) WHERE (status IN ('pending', 'processing'))
 );
+INSERT INTO conversation_analyses (id, conversation_id, status, content)
+SELECT 'analysis-' || c, md5('conversation ' || c)::uuid, 'completed', 'Summary ' || c FROM generate_series(0, 9) AS c;
 """
 
 # Sample traffic, one request per g: a value for each column a shape may have.
@@ -284,15 +428,18 @@ SELECT md5('request' || g)::uuid, i, now() - make_interval(mins => g * 5) + make
 
 ANALYSES = f"""
 INSERT INTO conversation_analyses (conversation_id, status, model_used, analysis_content, analysis_data,
-                                   prompt_tokens, completion_tokens, completed_at)
+                                   prompt_tokens, completion_tokens)
 SELECT md5('conversation ' || c)::uuid,
        (ARRAY['pending', 'processing', 'completed', 'failed'])[1 + c % 4]::conversation_analysis_status,
        'gemini-2.5-pro', 'Summary of conversation ' || c, jsonb_build_object('score', c % 10),
-       1000 + c, 200 + c, CASE WHEN c % 4 = 2 THEN now() END
+       1000 + c, 200 + c
   FROM generate_series(0, {N_REQUESTS // 10 - 1}) AS c
- WHERE c % 3 = 0;
-INSERT INTO analysis_audit_log (analysis_id, event_type, outcome, conversation_id, branch_id, metadata)
-SELECT id, 'ANALYSIS_REQUEST', 'SUCCESS', conversation_id, branch_id, jsonb_build_object('attempt', 1)
+ WHERE c % 3 = 0"""
+
+AUDIT_LOG = """
+INSERT INTO analysis_audit_log (event_type, outcome, conversation_id, branch_id, domain, request_id, metadata)
+SELECT 'ANALYSIS_REQUEST', 'SUCCESS', conversation_id, branch_id, 'team.example.com', 'req_' || id,
+       jsonb_build_object('attempt', 1)
   FROM conversation_analyses"""
 
 
@@ -306,8 +453,10 @@ class Shape:
 SHAPES = {
     "original-000": Shape((ORIGINAL_000,)),
     "original-000-001": Shape((ORIGINAL_000, ORIGINAL_001)),
-    "initializer": Shape((INITIALIZER,)),
-    "initializer-then-001": Shape((INITIALIZER, ORIGINAL_001)),
+    "initializer": Shape((INITIALIZER,), served_by={
+        "idx_api_requests_domain_newest_first": "idx_api_requests_domain_timestamp"}),
+    "initializer-then-001": Shape((INITIALIZER, ORIGINAL_001), served_by={
+        "idx_api_requests_domain_newest_first": "idx_api_requests_domain_timestamp"}),
     "consolidated": Shape((CONSOLIDATED,), served_by={
         "idx_api_requests_domain": "idx_requests_domain",
         "idx_api_requests_timestamp": "idx_requests_timestamp",
@@ -316,7 +465,18 @@ SHAPES = {
         "idx_requests_current_message_hash": "idx_requests_current_hash",
         "idx_requests_parent_message_hash": "idx_requests_parent_hash",
         "idx_requests_branch_id": "idx_requests_branch",
+        "idx_requests_parent_task_request_id": "idx_requests_parent_task",
+        "idx_api_requests_domain_newest_first": "idx_requests_domain_timestamp",
     }),
+    "init-sql-today": Shape((INIT_SQL_TODAY,), served_by={
+        "idx_api_requests_domain": "idx_requests_domain",
+        "idx_api_requests_timestamp": "idx_requests_timestamp",
+        "idx_api_requests_model": "idx_requests_model",
+        "idx_api_requests_request_type": "idx_requests_request_type",
+        "idx_requests_current_message_hash": "idx_requests_current_hash",
+        "idx_requests_parent_message_hash": "idx_requests_parent_hash",
+    }),
+    "upstream-000-011": Shape((ORIGINAL_000, ORIGINAL_001, UPSTREAM_003_011)),
 }
 
 
@@ -337,6 +497,9 @@ def build(conn, shape: Shape) -> None:
         cur.execute("SELECT to_regclass('conversation_analyses') IS NOT NULL")
         if cur.fetchone()[0]:
             cur.execute(ANALYSES)
+        cur.execute("SELECT to_regclass('analysis_audit_log') IS NOT NULL")
+        if cur.fetchone()[0]:
+            cur.execute(AUDIT_LOG)
         cur.execute("SELECT to_regclass('hourly_stats') IS NOT NULL")
         if cur.fetchone()[0]:
             cur.execute("REFRESH MATERIALIZED VIEW hourly_stats")

@@ -8,6 +8,7 @@ operator's data unless told to in so many words.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -15,13 +16,13 @@ import pytest
 from psycopg2.extras import execute_values
 
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.catalog import applied_migrations, snapshot
+from nexus_migrate.catalog import applied_migrations, snapshot, widened
 from nexus_migrate.proxy_sql import INSERT_CHUNKS, LATEST_CONVERSATIONS, ONE_CONVERSATION
-from nexus_migrate.schema import PROMISES, compare, valid_indexes, verify
-from nexus_migrate.steps import ALLOW_DATA_LOSS, DataLossRefused
+from nexus_migrate.schema import PROMISES, compare, promised, valid_indexes, verify
+from nexus_migrate.steps import ALLOW_DATA_LOSS, DataLossRefused, widenings
 
 from .conftest import run_script
-from .migrations import ALL, logged
+from .migrations import ALL, MIGRATIONS, logged
 from .shapes import SHAPES, build
 from .test_proxy import proxy_request, proxy_response, sha
 
@@ -59,25 +60,27 @@ def checksums(db, tables: dict[str, list[str]]) -> dict[str, tuple[int, str]]:
 
 
 # What apply may change of an object it finds: the comments it writes, the body
-# of refresh_hourly_stats() it replaces (same name, same effect), and the width of
-# a VARCHAR(255) path, which it raises to 1024.
-WIDENED = ("api_requests", "path", "character varying(255)")
-
-
+# of refresh_hourly_stats() it replaces (same name, same effect), the width of
+# the VARCHAR columns it widens (steps.Widening, read from the migrations), and
+# the definition of a constraint or trigger that has the name of one it
+# promises (schema.py): the foreign keys it makes ON DELETE SET NULL, the
+# trigger it points at its own function.
 def kept(before: dict, after: dict) -> list[str]:
     """What of the before snapshot is missing from the after one."""
     lost = []
     columns_after = {row[:5] for row in after["columns"]}
-    for row in before["columns"]:
-        old = row[:5]
-        if old[:3] == WIDENED:
-            old = (*old[:2], "character varying(1024)", *old[3:])
-        if old not in columns_after:
-            lost.append(f"column {old}")
+    for row in widened(before, widenings(MIGRATIONS))["columns"]:
+        if row[:5] not in columns_after:
+            lost.append(f"column {row[:5]}")
+    ours = promised(ALL)
+    replaceable = {"constraints": {name for defs in ours.constraints.values() for name in defs},
+                   "triggers": set(ours.triggers)}
     for kind, width in (("relations", 2), ("indexes", 3), ("constraints", 3), ("views", 1),
                         ("functions", 1), ("triggers", 3), ("types", 2)):
         now = {row[:width] for row in after[kind]}
-        lost += [f"{kind} {row[:width]}" for row in before[kind] if row[:width] not in now]
+        names_now = {row[:2] for row in after[kind]}
+        lost += [f"{kind} {row[:width]}" for row in before[kind] if row[:width] not in now
+                 and not (row[1:2] and row[1] in replaceable.get(kind, ()) and row[:2] in names_now)]
     return lost
 
 
@@ -130,21 +133,25 @@ def test_rollback_never_drops_the_operators_data_unless_asked(shape, yoyo, db, m
     assert snapshot(db) == adopted and checksums(db, original) == sums
     assert applied_migrations(db) == ALL and verify(db) == []
 
-    # 002 only builds indexes: its rollback drops them and nothing else.
-    assert yoyo("rollback", "-r", ALL[2]) == 0
-    assert applied_migrations(db) == ALL[:2] and verify(db) == []
-    assert kept(before, snapshot(db)) == [] and checksums(db, original) == sums
-
-    # 001: where the conversation columns were the operator's, they hold values.
-    if "conversation_id" in original["api_requests"]:
-        with pytest.raises(DataLossRefused, match="column api_requests.conversation_id"):
-            yoyo("rollback", "-r", ALL[1])
-        assert applied_migrations(db) == ALL[:2]
+    # Back one migration at a time: each goes while it drops nothing that holds
+    # data. The first that would is refused, names what it would drop (tables
+    # and columns the operator had), and changes nothing.
+    for migration_id in reversed(ALL):
+        found = snapshot(db)
+        try:
+            yoyo("rollback", "-r", migration_id)
+        except DataLossRefused as refused:
+            assert snapshot(db) == found and checksums(db, original) == sums
+            assert applied_migrations(db) == ALL[:ALL.index(migration_id) + 1]
+            named = re.findall(r"(?:table|column) (\w+)(?:\.(\w+))? \(it holds", str(refused))
+            assert named and all(column in original[table] if column else table in original
+                                 for table, column in named), refused
+            break
+        assert applied_migrations(db) == ALL[:ALL.index(migration_id)]
+        assert verify(db) == []
+        assert kept(before, snapshot(db)) == [] and checksums(db, original) == sums
     else:
-        assert yoyo("rollback", "-r", ALL[1]) == 0
-        assert applied_migrations(db) == ALL[:1]
-    assert verify(db) == []
-    assert kept(before, snapshot(db)) == [] and checksums(db, original) == sums
+        pytest.fail("rolling back every migration dropped the operator's api_requests")
 
     # Asked in so many words, rollback drops what the migrations define, with
     # its rows, and nothing else: the operator's own tables keep theirs.

@@ -9,7 +9,7 @@ import pytest
 from nexus_migrate import MIGRATIONS_DIR
 from nexus_migrate.catalog import snapshot
 from nexus_migrate.schema import PROMISES, promised_index
-from nexus_migrate.steps import Check, Ddl, Index
+from nexus_migrate.steps import Check, Constraint, Ddl, Index, RetiredIndex
 
 from .migrations import MIGRATIONS
 
@@ -36,7 +36,7 @@ def test_each_migration_depends_on_the_one_before_it():
 
 @pytest.mark.parametrize("migration", MIGRATIONS, ids=lambda m: m.id)
 def test_each_migration_is_plain_sql_with_a_docstring_and_a_promise(migration):
-    assert all(isinstance(s, (Ddl, Index, Check)) and isinstance(s.apply_sql, str)
+    assert all(isinstance(s, (Ddl, Index, RetiredIndex, Constraint, Check)) and isinstance(s.apply_sql, str)
                and isinstance(s.rollback_sql, (str, type(None))) for s in steps(migration))
     assert (migration.module.__doc__ or "").strip(), "say what the migration is for"
     assert migration.id in PROMISES, "add what it builds to nexus_migrate/schema.py, for verify()"
@@ -47,7 +47,7 @@ def test_indexes_are_built_concurrently_outside_a_transaction(migration):
     """A plain CREATE INDEX blocks the proxy's writes for the whole build."""
     assert migration.module.__transactional__ is False
     for s in steps(migration):
-        if isinstance(s, Index):
+        if isinstance(s, (Index, RetiredIndex)):
             assert promised_index(s.name), s.name
         else:
             assert not re.search(r"\b(CREATE|DROP)( UNIQUE)? INDEX\b", s.apply_sql + (s.rollback_sql or ""), re.I), s.apply_sql

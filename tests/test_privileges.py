@@ -22,8 +22,10 @@ from .test_proxy import INSERT_CHUNKS, LATEST_CONVERSATIONS, NOW, ONE_CONVERSATI
 PROXY_GRANTS = PROJECT_ROOT / "sql" / "proxy-role.sql"
 PROXY_ROLE = "nexus_proxy"  # the role that file grants to
 
-# What the proxy's role must hold on each kind of relation of the schema.
+# What the proxy's role must hold on each kind of relation of the schema ...
 NEEDED = {"r": ("SELECT", "INSERT", "UPDATE", "DELETE"), "m": ("SELECT",), "v": ("SELECT",), "S": ("USAGE",)}
+# ... but on the audit log, which it only appends to.
+APPEND_ONLY = {"analysis_audit_log": ("INSERT",)}
 
 
 def connect(url: str):
@@ -102,6 +104,8 @@ def test_the_proxy_role_cannot_change_the_schema_or_yoyos_books(roles):
         "TRUNCATE streaming_chunks",
         "SELECT refresh_hourly_stats()",  # REFRESH needs the view's owner
         "DELETE FROM _yoyo_migration",
+        "UPDATE analysis_audit_log SET outcome = 'SUCCESS'",  # the log is append-only to it
+        "DELETE FROM analysis_audit_log",
         "INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), 1)",
     ] if not refused(proxy, statement)]
     assert allowed == []
@@ -124,7 +128,7 @@ def test_every_table_view_and_sequence_of_the_schema_is_granted_to_the_proxy(rol
         ungranted = []
         for name, kind in relations:
             check = "has_sequence_privilege" if kind == "S" else "has_table_privilege"
-            for privilege in NEEDED[kind]:
+            for privilege in APPEND_ONLY.get(name, NEEDED[kind]):
                 cur.execute(f"SELECT {check}(%s, %s, %s)", (PROXY_ROLE, name, privilege))
                 if not cur.fetchone()[0]:
                     ungranted.append(f"{privilege} on {name}")

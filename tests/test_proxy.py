@@ -27,17 +27,22 @@ def sha(text: str) -> str:
 
 
 def proxy_request(cur, *, at, domain="team.example.com", model="claude-sonnet-4", conversation=None,
-                  branch="main", messages=("hello",), request_type="inference", request_id=None):
+                  branch="main", messages=("hello",), request_type="inference", request_id=None,
+                  account="acc_team", parent_request=None, parent_task_request=None, is_subtask=False):
     """What the proxy writes when a request comes in; returns the request id."""
     request_id = request_id or uuid.uuid4()
     cur.execute(INSERT_REQUEST, {
-        "request_id": str(request_id), "timestamp": at, "domain": domain, "model": model,
+        "request_id": str(request_id), "timestamp": at, "domain": domain, "account_id": account, "model": model,
         "headers": Json({"content-type": "application/json", "x-api-key": "[redacted]"}),
-        "body": Json({"model": model, "messages": [{"role": "user", "content": m} for m in messages]}),
-        "api_key_hash": sha("key")[:50], "request_type": request_type,
+        "body": Json({"model": model, "system": "You are Claude Code.",
+                      "messages": [{"role": "user", "content": m} for m in messages]}),
+        "api_key_hash": sha("key"), "request_type": request_type,
         "current": sha(messages[-1]), "parent": sha(messages[-2]) if len(messages) > 1 else None,
         "conversation_id": str(conversation) if conversation else None,
-        "branch_id": branch, "message_count": len(messages),
+        "branch_id": branch, "system_hash": sha("You are Claude Code."), "message_count": len(messages),
+        "parent_task_request_id": str(parent_task_request) if parent_task_request else None,
+        "is_subtask": is_subtask, "task_tool_invocation": None,
+        "parent_request_id": str(parent_request) if parent_request else None,
     })
     return request_id
 

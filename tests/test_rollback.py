@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from nexus_migrate.catalog import applied_migrations, snapshot
-from nexus_migrate.schema import verify
+from nexus_migrate.catalog import applied_migrations, snapshot, widened
+from nexus_migrate.schema import PROMISES, Promise, verify
 
-from .migrations import ALL
+from nexus_migrate.steps import widenings
+
+from .migrations import ALL, MIGRATIONS
 
 
 @pytest.mark.parametrize("target", ALL)
@@ -21,11 +23,14 @@ def test_rolling_back_a_migration_restores_the_catalog_it_found(yoyo, db, target
         yoyo("apply", "-r", ALL[position - 1])
     found = snapshot(db)
     yoyo("apply", "-r", target)
-    assert snapshot(db) != found, f"{target} changed nothing"
+    if PROMISES[target] == Promise():  # a migration that builds nothing says so in its file
+        assert snapshot(db) == found
+    else:
+        assert snapshot(db) != found, f"{target} changed nothing"
     assert verify(db) == []
 
     assert yoyo("rollback", "-r", target) == 0
-    assert snapshot(db) == found
+    assert snapshot(db) == widened(found, widenings(m for m in MIGRATIONS if m.id == target))
     assert applied_migrations(db) == ALL[:position]
     assert verify(db) == []  # what is still applied is still whole
 

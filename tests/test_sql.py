@@ -34,14 +34,16 @@ def run_with_psql(server, url: str, script: str, tmp_path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def migrated_by_yoyo(server, monkeypatch, *args: str) -> dict:
-    """The catalog of a new database after `yoyo apply --batch ARGS`."""
+def migrated_by_yoyo(server, monkeypatch, *commands: list[str]) -> dict:
+    """The catalog of a new database after each `yoyo COMMAND --batch ARGS` of
+    commands (by default, one `apply`)."""
     name = f"reference_{uuid.uuid4().hex[:8]}"
     url = server.ensure_database(name)
     try:
         with monkeypatch.context() as patch:
             patch.setenv("DATABASE_URL", url)
-            assert yoyo_cli(["apply", "--batch", *args]) == 0
+            for command, *args in commands or (["apply"],):
+                assert yoyo_cli([command, "--batch", *args]) == 0
         conn = psycopg2.connect(url)
         try:
             return snapshot(conn)
@@ -84,7 +86,7 @@ def test_rollback_sql_run_with_psql_undoes_what_yoyo_rollback_undoes(server, dat
     script = printed_sql("rollback", "-r", ALL[1], url=database_url)
     assert "guard" in script  # the data-loss guard is named, though it has no SQL to show
     run_with_psql(server, database_url, script, tmp_path)
-    assert snapshot(db) == migrated_by_yoyo(server, monkeypatch, "-r", ALL[0])
+    assert snapshot(db) == migrated_by_yoyo(server, monkeypatch, ["apply"], ["rollback", "-r", ALL[1]])
 
 
 def test_each_statement_is_marked_in_or_outside_a_transaction():
