@@ -61,6 +61,9 @@ def guarded(command: str, argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if not YOYO_CONFIG.exists():  # a copy of the package installed apart from the project
+        raise OperatorError(f"{YOYO_CONFIG} not found: nexus_migrate runs from the project folder; "
+                            "install it with pip install -r requirements.txt run in the project root")
     load_env()
     if argv and argv[0] in OWN_COMMANDS:
         return OWN_COMMANDS[argv[0]](argv[1:])
@@ -77,5 +80,10 @@ def main(argv: list[str]) -> int:
     return guarded(command, argv)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The nexus-migrate command that installing the project adds: scripts/migrate."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()
