@@ -11,14 +11,10 @@ import psycopg2
 
 from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.catalog import applied_migrations
+from nexus_migrate.plain_yoyo import listed
 
 from .conftest import SECRET, assert_one_line_error, run_script, script_env
 from .migrations import ALL, logged
-
-
-def listed(output: str) -> dict[str, str]:
-    """yoyo list's table as {migration id: status}."""
-    return {parts[1]: parts[0] for parts in map(str.split, output.splitlines()) if parts and parts[0] in "AU"}
 
 
 def test_missing_database_url_is_one_line_with_the_fix(project_copy):

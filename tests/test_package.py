@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.plain_yoyo import listed
+from nexus_migrate.plain_yoyo import PLAN, listed
 
 from .conftest import run_script, script_env
 from .migrations import ALL
@@ -57,3 +57,23 @@ def test_nexus_migrate_is_scripts_migrate_from_any_directory(database_url):
         shown = subprocess.run([str(command), "list"], cwd=elsewhere, env=env, capture_output=True, text=True)
     assert listed(shown.stdout) == dict.fromkeys(ALL, "A")
     assert shown.stdout == run_script(PROJECT_ROOT, "migrate", "list", DATABASE_URL=database_url).stdout
+
+
+def test_requirements_txt_alone_serves_plain_yoyo_in_a_fresh_venv(project_copy):
+    """What .ci/run proves with scripts/check-plain-yoyo, here on a copy."""
+    result = run_script(project_copy, "check-plain-yoyo")
+    assert result.returncode == 0, result.stdout + result.stderr
+    commands = [line for line in result.stdout.splitlines() if line.startswith("ok    yoyo ")]
+    assert len(commands) == len(PLAN)
+    assert commands[-1].endswith(f"{len(ALL)} of {len(ALL)} applied") and "-c " in commands[-1]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_the_check_fails_where_requirements_txt_does_not_install_the_project(project_copy):
+    """The bug it guards against: migration files that import nexus_migrate."""
+    requirements = project_copy / "requirements.txt"
+    requirements.write_text(requirements.read_text().replace("\n-e .\n", "\n"))
+    result = run_script(project_copy, "check-plain-yoyo")
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1].startswith("FAIL  yoyo apply --batch")
+    assert "No module named 'nexus_migrate'" in result.stdout
