@@ -99,6 +99,19 @@ def test_quickstart_starts_reuses_and_removes_its_own_database(project_copy):
     assert not (project_copy / ".local-pg").exists()
 
 
+def test_without_database_url_the_running_local_database_is_the_default(project_copy):
+    assert run_script(project_copy, "quickstart").returncode == 0
+    url = run_script(project_copy, "localdb", "url").stdout.strip()
+    for command in ("list", "verify"):
+        result = run_script(project_copy, "migrate", command)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.splitlines() == [f"No DATABASE_URL set: using the local PostgreSQL at {url}"]
+    assert listed(run_script(project_copy, "migrate", "list").stdout) == dict.fromkeys(ALL, "A")
+
+    assert run_script(project_copy, "localdb", "stop").returncode == 0
+    assert_one_line_error(run_script(project_copy, "migrate", "list"), "DATABASE_URL is not set")
+
+
 def test_quickstart_applies_to_database_url_when_it_is_set(project_copy, database_url, db):
     result = run_script(project_copy, "quickstart", DATABASE_URL=database_url)
     assert result.returncode == 0, result.stderr
