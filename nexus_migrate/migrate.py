@@ -206,9 +206,9 @@ def main(argv: list[str]) -> int:
         argv = [arg for arg in argv if arg != ALLOW_DATA_LOSS_OPTION]
         os.environ[ALLOW_DATA_LOSS] = "1"
     command = command_of(argv)
-    if command is None:
+    if command is None:  # options alone
         print(usage())
-        return 2
+        return 0 if HELP_OPTIONS & set(argv) else 2
     if command not in yoyo_commands():
         raise OperatorError(f"unknown command {command!r}: {PROG} --help lists them")
     if HELP_OPTIONS & set(argv):
