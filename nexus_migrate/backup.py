@@ -18,8 +18,6 @@ from .settings import OperatorError, database_url, mask_password
 
 OPTION = "--backup"
 COMMANDS = {"apply", "rollback", "reapply"}  # those that change the schema
-HELP = (f"{OPTION} DIR   before anything changes, write a pg_dump of the database (custom format) into DIR "
-        "and stop if that fails; see docs/operating.md, Safety rails")
 
 
 def take_option(argv: list[str]) -> tuple[list[str], Path | None]:
@@ -40,15 +38,6 @@ def take_option(argv: list[str]) -> tuple[list[str], Path | None]:
     if directory is not None and (not rest or rest[0] not in COMMANDS):
         raise OperatorError(f"{OPTION} goes with {', '.join(sorted(COMMANDS))}")
     return rest, None if directory is None else Path(directory)
-
-
-def before(argv: list[str], directory: Path | None) -> None:
-    """What scripts/migrate does before yoyo runs argv: the backup, when asked
-    for, or the line about --backup in the command's help."""
-    if {"-h", "--help"} & set(argv):
-        print(f"scripts/migrate {argv[0]} also takes: {HELP}\n")
-    elif directory is not None:
-        backup(database_url(), directory)
 
 
 def dump_name(dbname: str, when: datetime) -> str:

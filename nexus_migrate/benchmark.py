@@ -43,7 +43,7 @@ from yoyo import read_migrations
 
 from . import MIGRATIONS_DIR, PROJECT_ROOT
 from .migrate import yoyo
-from .plot import Panel, latency_chart
+from .plot import Panel, latency_chart, require_matplotlib
 from .proxy_sql import INSERT_REQUEST_002, LATEST_CONVERSATIONS, ONE_CONVERSATION
 from .settings import OperatorError, mask_password, run_cli
 from .steps import Ddl, Index
@@ -582,6 +582,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.requests < REQUESTS_PER_CONVERSATION * 4 or args.insert_every_ms <= 0 or args.query_runs < 1:
         parser.error("--requests must be at least 32, --insert-every-ms above 0 and --query-runs at least 1")
+    require_matplotlib()  # now, not after minutes of measuring
     if args.database_url:
         url = args.database_url
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from . import PROJECT_ROOT
-from .localpg import LocalServer
+from .localpg import LocalServer, LocalServerError
 from .settings import run_cli
 
 LOCAL_HOME = PROJECT_ROOT / ".local-pg"
@@ -14,6 +14,20 @@ LOCAL_DATABASE = "claude_nexus"
 
 def local_server() -> LocalServer:
     return LocalServer(LOCAL_HOME)
+
+
+def using_local_database(url: str) -> str:
+    """What a command says when it falls back to the local database."""
+    return f"No DATABASE_URL set: using the local PostgreSQL at {url}"
+
+
+def running_local_database() -> str | None:
+    """The local database's URL while its server runs, else None."""
+    server = local_server()
+    try:
+        return None if server.port() is None else server.url(LOCAL_DATABASE)
+    except LocalServerError:  # e.g. a data folder whose binaries are gone: not a usable server
+        return None
 
 
 def start_local_database() -> str:

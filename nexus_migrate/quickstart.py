@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .localdb import start_local_database
+from .localdb import start_local_database, using_local_database
 from .migrate import guarded
 from .settings import database_url, load_env, mask_password, run_cli
 
@@ -17,7 +17,7 @@ def main(argv: list[str]) -> int:
         print(f"Applying to DATABASE_URL {mask_password(url)}")
     else:
         url = os.environ["DATABASE_URL"] = start_local_database()
-        print(f"No DATABASE_URL set: using the local PostgreSQL at {url}")
+        print(using_local_database(url))
         print("  (scripts/localdb stop to stop it, scripts/localdb remove to delete it)")
     # as scripts/migrate runs them: in turn with other runs, faults in one line
     return guarded("apply", ["apply", "--batch"]) or guarded("list", ["list"])

@@ -29,10 +29,19 @@ def load_env() -> None:
 
 
 def database_url() -> str:
-    """DATABASE_URL, checked enough that yoyo will understand it."""
+    """DATABASE_URL, checked enough that yoyo will understand it. When it is
+    not set, the project's local database while its server runs (said in one
+    line on stderr)."""
     url = os.environ.get("DATABASE_URL", "").strip()
     if not url:
-        raise OperatorError(f"DATABASE_URL is not set: {HOW_TO_SET}")
+        from .localdb import running_local_database, using_local_database  # localdb imports this module
+
+        url = running_local_database()
+        if url is None:
+            raise OperatorError(f"DATABASE_URL is not set: {HOW_TO_SET}")
+        print(using_local_database(url), file=sys.stderr)
+        os.environ["DATABASE_URL"] = url  # yoyo.ini reads it from there; and later calls say nothing
+        return url
     try:
         parts = urlsplit(url)
         parts.port  # raises ValueError on a port that is not a number

@@ -99,16 +99,17 @@ def script_env(**overrides: str | None) -> dict[str, str]:
 
 
 def run_script(root: Path, name: str, *args: str, **env: str | None) -> subprocess.CompletedProcess:
+    """The script run as a CI job or cron would: no terminal, not even on stdin."""
     return subprocess.run([str(root / "scripts" / name), *args], capture_output=True, text=True,
-                          env=script_env(**env), cwd=root, timeout=300)
+                          env=script_env(**env), cwd=root, timeout=300, stdin=subprocess.DEVNULL)
 
 
 def start_script(root: Path, name: str, *args: str, **env: str | None) -> subprocess.Popen:
     """run_script, without waiting for it to end; in a process group of its
     own, so that a test can kill -9 it whole (os.killpg)."""
     return subprocess.Popen([str(root / "scripts" / name), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=script_env(**env), cwd=root,
-                            start_new_session=True)
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=script_env(**env),
+                            cwd=root, start_new_session=True)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:

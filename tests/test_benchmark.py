@@ -4,10 +4,11 @@ seeded traffic is shaped as the benchmark says, and its chart is a PNG."""
 
 from __future__ import annotations
 
+import io
+import re
 import struct
 import threading
 import uuid
-import zlib
 
 import psycopg2
 
@@ -110,12 +111,33 @@ def test_latency_stats_count_the_window_only():
                                                 "max_ms": 2000.0}
 
 
-def test_the_chart_is_a_png_of_the_promised_size():
-    png = latency_chart([Panel("a", (0, 0, 255), [(0.0, 1.0, True), (1.0, 50.0, False)], [(0.2, 0.8, "001")])] * 2,
+def chart_pixels(png: bytes):
+    """The PNG's pixels as rows of (red, green, blue, alpha), 0 to 1."""
+    from matplotlib.image import imread
+
+    return imread(io.BytesIO(png), format="png")
+
+
+def count(pixels, red: tuple, green: tuple, blue: tuple) -> int:
+    """How many pixels have each channel within its (low, high) bounds."""
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    return int(((r >= red[0]) & (r <= red[1]) & (g >= green[0]) & (g <= green[1])
+                & (b >= blue[0]) & (b <= blue[1])).sum())
+
+
+def test_the_chart_is_matplotlibs_png_of_the_promised_size_with_the_runs_drawn():
+    inserts = [(t / 10, 0.5 + t % 7, True) for t in range(300)]
+    window = [(5.0, 20.0, "001")]
+    png = latency_chart([Panel("ours", (0, 0, 255), inserts + [(12.0, 0.0, False)], window)] * 2,
                         width=400, panel_height=150)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    length, kind = struct.unpack(">I4s", png[8:16])
-    assert kind == b"IHDR" and struct.unpack(">II", png[16:24]) == (400, 300)
-    idat = png.index(b"IDAT")
-    data = zlib.decompress(png[idat + 4:idat + 4 + struct.unpack(">I", png[idat - 4:idat])[0]])
-    assert len(data) == 300 * (1 + 3 * 400)
+    kind, width, height = struct.unpack(">4sII", png[12:24])
+    assert (kind, width, height) == (b"IHDR", 400, 300)
+    assert re.search(rb"tEXtSoftware\x00Matplotlib version", png)  # what savefig writes
+    pixels = chart_pixels(png)
+    assert pixels.shape[:2] == (300, 400)
+    blue = count(pixels, (0, 0.3), (0, 0.3), (0.7, 1))
+    empty = chart_pixels(latency_chart([Panel("ours", (0, 0, 255), [], window)] * 2, width=400, panel_height=150))
+    assert blue > 2 * count(empty, (0, 0.3), (0, 0.3), (0.7, 1))  # the inserts, beyond the titles
+    assert count(pixels, (0.7, 1), (0, 0.3), (0, 0.3)) > 0  # the failed insert's red mark
+    assert count(pixels, (0.87, 0.89), (0.87, 0.89), (0.87, 0.89)) > 400  # the shaded apply window

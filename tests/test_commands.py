@@ -3,6 +3,10 @@ database of the quick start."""
 
 from __future__ import annotations
 
+import os
+import pty
+import re
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -11,18 +15,15 @@ import psycopg2
 
 from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.catalog import applied_migrations
+from nexus_migrate.migrate import ASKING_COMMANDS, OWN_COMMANDS
+from nexus_migrate.plain_yoyo import listed
 
-from .conftest import SECRET, assert_one_line_error, run_script, script_env
+from .conftest import SECRET, assert_one_line_error, run_script, script_env, wait_until
 from .migrations import ALL, logged
 
 
-def listed(output: str) -> dict[str, str]:
-    """yoyo list's table as {migration id: status}."""
-    return {parts[1]: parts[0] for parts in map(str.split, output.splitlines()) if parts and parts[0] in "AU"}
-
-
 def test_missing_database_url_is_one_line_with_the_fix(project_copy):
-    result = run_script(project_copy, "migrate", "apply")
+    result = run_script(project_copy, "migrate", "apply", "--batch")
     assert_one_line_error(result, "DATABASE_URL is not set", "export DATABASE_URL=", ".env")
     assert result.returncode == 2
 
@@ -41,6 +42,88 @@ def test_help_needs_no_database(project_copy):
     assert result.returncode == 0 and "--revision" in result.stdout
 
 
+def yoyos_own_commands() -> list[str]:
+    """The sub-commands that the installed yoyo's own --help names: {init,apply,...}."""
+    shown = subprocess.run([str(Path(sys.executable).parent / "yoyo"), "--no-config-file", "--help"],
+                           capture_output=True, text=True)
+    return re.search(r"\{([a-z,-]+)\}", shown.stdout).group(1).split(",")
+
+
+def test_help_lists_every_command_and_our_options_one_line_each():
+    yoyos = yoyos_own_commands()
+    assert {"apply", "rollback", "reapply", "list", "develop", "mark", "unmark", "break-lock", "new", "init"} <= set(yoyos)
+    for args, code in ((["--help"], 0), (["-h"], 0), ([], 2)):
+        result = run_script(PROJECT_ROOT, "migrate", *args)
+        assert result.returncode == code and result.stderr == ""
+        first_words = [line.split()[0] for line in result.stdout.splitlines() if re.match(r"  \S", line)]
+        assert first_words == [*yoyos, *OWN_COMMANDS, "--backup", "--allow-data-loss"]
+        assert "usage: scripts/migrate COMMAND" in result.stdout and "README.md" in result.stdout
+
+
+def test_every_command_has_help_naming_what_we_add():
+    for command in [*yoyos_own_commands(), *OWN_COMMANDS]:
+        result = run_script(PROJECT_ROOT, "migrate", command, "--help")
+        assert result.returncode == 0 and result.stderr == "", command
+        assert f"usage: {'scripts/migrate' if command in OWN_COMMANDS else 'yoyo'} {command}" in result.stdout
+        assert ("--backup DIR" in result.stdout) == (command in {"apply", "rollback", "reapply"}), command
+        assert ("--allow-data-loss" in result.stdout) == (command in {"rollback", "reapply"}), command
+        assert ("--batch" in result.stdout.split("usage:")[0]) == (command in ASKING_COMMANDS), command
+
+
+def test_an_unknown_command_is_one_line():
+    assert_one_line_error(run_script(PROJECT_ROOT, "migrate", "aply", "--batch"), "unknown command 'aply'", "--help")
+
+
+def test_without_a_terminal_a_command_that_would_ask_stops_before_it_connects(project_copy):
+    never = f"postgresql://nexus:{SECRET}@127.0.0.1:1/claude_nexus"  # connecting would fail otherwise
+    for command in ("apply", "rollback", "reapply", "mark", "unmark"):
+        backup = ["--backup", "backups"] if command in {"apply", "rollback", "reapply"} else []
+        result = run_script(project_copy, "migrate", command, *backup, DATABASE_URL=never)
+        assert_one_line_error(result, f"scripts/migrate {command}", "not a terminal", "add --batch")
+        assert result.returncode == 2
+    result = run_script(project_copy, "migrate", "new", "-m", "something")
+    assert_one_line_error(result, "scripts/migrate new", "add --batch")
+    assert not (project_copy / "backups").exists()
+    assert sorted(p.name for p in (project_copy / "migrations").iterdir()) == [f"{m}.py" for m in ALL]
+
+
+def test_without_a_terminal_commands_that_ask_nothing_run(project_copy, database_url, db):
+    """list and develop never ask; --batch or yoyo.ini's batch_mode = on stop the asking."""
+    assert run_script(project_copy, "migrate", "list", DATABASE_URL=database_url).returncode == 0
+    assert run_script(project_copy, "migrate", "-b", "apply", "-r", ALL[0], DATABASE_URL=database_url).returncode == 0
+    config = project_copy / "yoyo.ini"
+    config.write_text(config.read_text().replace("batch_mode = off", "batch_mode = on"))
+    assert run_script(project_copy, "migrate", "apply", "-r", ALL[1], DATABASE_URL=database_url).returncode == 0
+    assert run_script(project_copy, "migrate", "develop", DATABASE_URL=database_url).returncode == 0
+    assert applied_migrations(db) == ALL
+
+
+def test_on_a_terminal_apply_still_asks(database_url, db):
+    """yoyo's questions, answered on a pseudo-terminal: 'a' (all the rest), then 'y'."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([str(PROJECT_ROOT / "scripts" / "migrate"), "apply"], stdin=terminal,
+                               stdout=terminal, stderr=terminal, env=script_env(DATABASE_URL=database_url),
+                               cwd=PROJECT_ROOT, start_new_session=True)
+    os.close(terminal)
+    screen = []
+
+    def shown(text: str) -> bool:
+        if select.select([controller], [], [], 0.05)[0]:
+            screen.append(os.read(controller, 4096).decode(errors="replace"))
+        return text in "".join(screen)
+
+    try:
+        for question, answer in (("Shall I apply this migration?", "a"), (f"Apply these {len(ALL)} migrations", "y")):
+            wait_until(lambda: shown(question), f"yoyo asked {question!r}", deadline=60)
+            os.write(controller, answer.encode())
+        assert process.wait(timeout=120) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(controller)
+    assert applied_migrations(db) == ALL
+
+
 def test_malformed_urls_are_named_without_their_password(project_copy):
     for url in (f"postgresql://nexus:{SECRET}@db:port/claude", f"mysql://nexus:{SECRET}@db/claude",
                 f"postgresql://nexus:{SECRET}@db:5432"):
@@ -49,7 +132,8 @@ def test_malformed_urls_are_named_without_their_password(project_copy):
 
 
 def test_an_unreachable_server_is_one_line_without_the_password(project_copy):
-    result = run_script(project_copy, "migrate", "apply", DATABASE_URL=f"postgresql://nexus:{SECRET}@127.0.0.1:1/x")
+    result = run_script(project_copy, "migrate", "apply", "--batch",
+                        DATABASE_URL=f"postgresql://nexus:{SECRET}@127.0.0.1:1/x")
     assert_one_line_error(result, "127.0.0.1")
 
 
@@ -101,6 +185,19 @@ def test_quickstart_starts_reuses_and_removes_its_own_database(project_copy):
     assert run_script(project_copy, "localdb", "status").returncode == 3
     assert run_script(project_copy, "localdb", "remove").returncode == 0
     assert not (project_copy / ".local-pg").exists()
+
+
+def test_without_database_url_the_running_local_database_is_the_default(project_copy):
+    assert run_script(project_copy, "quickstart").returncode == 0
+    url = run_script(project_copy, "localdb", "url").stdout.strip()
+    for command in ("list", "verify"):
+        result = run_script(project_copy, "migrate", command)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.splitlines() == [f"No DATABASE_URL set: using the local PostgreSQL at {url}"]
+    assert listed(run_script(project_copy, "migrate", "list").stdout) == dict.fromkeys(ALL, "A")
+
+    assert run_script(project_copy, "localdb", "stop").returncode == 0
+    assert_one_line_error(run_script(project_copy, "migrate", "list"), "DATABASE_URL is not set")
 
 
 def test_quickstart_applies_to_database_url_when_it_is_set(project_copy, database_url, db):
