@@ -32,6 +32,7 @@ class Index:
     include: tuple[str, ...] = ()
     where: str | None = None  # as pg_get_expr() renders the predicate
     unique: bool = False
+    method: str = "btree"  # pg_am.amname
 
     def served_by(self, other: Index) -> bool:
         """other answers every query this index does, as cheaply: same table,
@@ -41,7 +42,7 @@ class Index:
         NULLs, which no look-up on that key finds anyway."""
         only_nulls_left_out = (self.where == f"{_columns(self.keys)[0]} IS NOT NULL" and other.where is None
                                and not self.unique)
-        return (other.table == self.table and _columns(other.keys) == _columns(self.keys)
+        return (other.table == self.table and other.method == self.method and _columns(other.keys) == _columns(self.keys)
                 and set(other.include) == set(self.include) and (other.where == self.where or only_nulls_left_out)
                 and (other.unique or not self.unique))
 
@@ -329,18 +330,19 @@ _INDEXES = """
            array(SELECT pg_get_indexdef(i.indexrelid, k, true)
                         || CASE WHEN i.indoption[k - 1] & 1 = 1 THEN ' DESC' ELSE '' END
                    FROM generate_series(1, i.indnatts) AS k),
-           pg_get_expr(i.indpred, i.indrelid, true)
+           pg_get_expr(i.indpred, i.indrelid, true), am.amname
       FROM pg_index i
       JOIN pg_class c ON c.oid = i.indexrelid
       JOIN pg_class t ON t.oid = i.indrelid
+      JOIN pg_am am ON am.oid = c.relam
      WHERE i.indrelid = to_regclass(%(table)s) OR i.indexrelid = to_regclass(%(index)s)"""
 
 
 def _indexes(cur, table: str | None = None, index: str | None = None) -> dict[str, tuple[Index, bool]]:
     """name -> (structure, valid) for the indexes of table, or the one named index."""
     cur.execute(_INDEXES, {"table": table, "index": index})
-    return {name: (Index(on, tuple(columns[:nkeys]), tuple(columns[nkeys:]), where, unique), valid)
-            for name, on, valid, unique, nkeys, columns, where in cur.fetchall()}
+    return {name: (Index(on, tuple(columns[:nkeys]), tuple(columns[nkeys:]), where, unique, method), valid)
+            for name, on, valid, unique, nkeys, columns, where, method in cur.fetchall()}
 
 
 def valid_indexes(cur, table: str) -> dict[str, Index]:
@@ -488,7 +490,7 @@ def compare(conn, migration_ids=None) -> Report:
             if index.table in relations:
                 _compare_index(report, cur, name, index)
         for table in sorted(relations & ({*want.columns, *want.views})):
-            report.notes += _duplicate_indexes(cur, table, set(want.indexes))
+            report.notes += _advice(cur, table, set(want.indexes))
     report.problems += [f"function {signature} is missing" for signature in want.functions if signature not in functions]
     with conn.cursor() as cur:
         for name, trigger in want.triggers.items():
@@ -609,23 +611,78 @@ _CONSTRAINT_INDEXES = """
      WHERE conrelid = to_regclass(%s) AND contype IN ('p', 'u', 'x')"""
 
 
-def _duplicate_indexes(cur, table: str, promised_names: set[str]) -> list[str]:
-    """Advice on indexes of table that another index of it already serves
-    (databases built by the original scripts carry one on streaming_chunks).
-    A promised index or one behind a constraint is never the one named."""
+_WINDOW_ORDER = ("the conversation list's window functions number every row of every conversation; the "
+                 "planner sorts them rather than read them in this index's order (docs/design.md)")
+_ONLY_APPENDED = "nothing reads analysis_audit_log: the proxy only appends to it"
+
+# Indexes that upstream's scripts or the proxy's init SQL built, under
+# whatever name, which no query of the proxy's or the dashboard's uses, each
+# with the reason. verify notes them on an adopted database; dropping them is
+# the operator's call.
+UNUSED: list[tuple[Index, str]] = [
+    (Index("api_requests", ("is_subtask",)), "a true/false column: no query looks rows up by it alone"),
+    (Index("api_requests", ("task_tool_invocation",), where="task_tool_invocation IS NOT NULL", method="gin"),
+     "the proxy searches task_tool_invocation with jsonb_path_exists(), a function no index serves"),
+    (Index("api_requests", ("response_body",), where="response_body IS NOT NULL", method="gin"),
+     "the Task look-up tests response_body->'content' @> ..., which an index over response_body cannot serve"),
+    (Index("api_requests", ("response_body",), method="gin"),
+     "the Task look-up tests response_body->'content' @> ..., which an index over response_body cannot serve"),
+    (Index("api_requests", ("(response_body::text)",),
+           where="response_body IS NOT NULL AND response_body::text ~~ '%\"name\":\"Task\"%'::text"),
+     "its predicate looks for '\"name\":\"Task\"', which the text of a jsonb value never holds (it has a space "
+     "after the colon): it is empty"),
+    (Index("api_requests", ("system_hash",)),
+     "the proxy looks system_hash up only beside a message hash, whose index finds the row by itself"),
+    (Index("api_requests", ("conversation_id", "\"timestamp\"", "request_id"), where="conversation_id IS NOT NULL"),
+     _WINDOW_ORDER),
+    (Index("api_requests", ("conversation_id", "is_subtask", "\"timestamp\"", "request_id"),
+           where="conversation_id IS NOT NULL"), _WINDOW_ORDER),
+    (Index("api_requests", ("conversation_id", "\"timestamp\"")),
+     "idx_requests_conversation_detail has the same keys and serves every look-up by conversation"),
+    (Index("api_requests", ("account_id",)),
+     "idx_requests_account_timestamp begins with account_id and serves every look-up by account"),
+    (Index("api_requests", ("domain", "\"timestamp\""), where="response_body IS NOT NULL"),
+     "idx_api_requests_domain_newest_first has the same keys over every row and serves the Task look-up"),
+    (Index("streaming_chunks", ("request_id",)),
+     "the UNIQUE (request_id, chunk_index) constraint's index begins with request_id and serves every look-up "
+     "by request"),
+    (Index("conversation_analyses", ("(custom_prompt IS NOT NULL)",), where="custom_prompt IS NOT NULL"),
+     "every key in it is true: it can only count rows, which no query asks"),
+    (Index("analysis_audit_log", ("conversation_id", "branch_id")), _ONLY_APPENDED),
+    (Index("analysis_audit_log", ("domain",)), _ONLY_APPENDED),
+    (Index("analysis_audit_log", ("\"timestamp\"",)), _ONLY_APPENDED),
+    (Index("analysis_audit_log", ("event_type",)), _ONLY_APPENDED),
+]
+
+
+def _same_structure(a: Index, b: Index) -> bool:
+    return a.served_by(b) and b.served_by(a)
+
+
+def _advice(cur, table: str, promised_names: set[str]) -> list[str]:
+    """Notes on the indexes of table that repeat another one of it, or that
+    no query uses (UNUSED): their size, why, and the statement that drops one
+    without blocking writes. A promised index or one behind a constraint is
+    never named. Of two identical indexes, only the later one is, so that
+    dropping what is named never takes a twin with it."""
     indexes = valid_indexes(cur, table)
     cur.execute(_CONSTRAINT_INDEXES, (table,))
     keep = promised_names | {row[0] for row in cur.fetchall()}
     notes = []
     for name in sorted(set(indexes) - keep):
-        for other in sorted(indexes, key=lambda other: (other not in keep, other)):  # a kept one first
-            mutual = indexes[other].served_by(indexes[name])
-            # Of two identical indexes, name the later one only, so that a
-            # dropped one never takes its twin with it.
-            if other != name and indexes[name].served_by(indexes[other]) and (other in keep or not mutual or other < name):
-                notes.append(f"index {name} repeats {other} (same key columns): every write to {table} "
-                             f"updates both; DROP INDEX CONCURRENTLY {name} would save that work")
-                break
+        cur.execute("SELECT pg_size_pretty(pg_relation_size(to_regclass(%s)))", (name,))
+        size = cur.fetchone()[0]
+        drop = f"DROP INDEX CONCURRENTLY {name}"
+        repeated = [other for other in sorted(indexes, key=lambda other: (other not in keep, other))  # a kept one first
+                    if other != name and indexes[name].served_by(indexes[other])
+                    and (other in keep or not indexes[other].served_by(indexes[name]) or other < name)]
+        unused = [why for structure, why in UNUSED if _same_structure(structure, indexes[name])]
+        if repeated:
+            notes.append(f"index {name} ({size}) repeats {repeated[0]} (same key columns): every write to {table} "
+                         f"updates both; {drop} would save that work")
+        elif unused:
+            notes.append(f"index {name} ({size}) serves no query: {unused[0]}; {drop} would save its upkeep "
+                         f"on every write to {table}")
     return notes
 
 
