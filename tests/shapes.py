@@ -494,7 +494,9 @@ def build(conn, shape: Shape) -> None:
                     f"SELECT {', '.join(REQUEST_VALUES[c] for c in columns)} "
                     f"FROM generate_series(1, {N_REQUESTS}) AS g")
         cur.execute(CHUNKS)
-        cur.execute("SELECT to_regclass('conversation_analyses') IS NOT NULL")
+        # (the analyses of 011's table; the reverted 009's brings its own)
+        cur.execute("SELECT to_regclass('conversation_analyses') IS NOT NULL "
+                    "AND to_regtype('conversation_analysis_status') IS NOT NULL")
         if cur.fetchone()[0]:
             cur.execute(ANALYSES)
         cur.execute("SELECT to_regclass('analysis_audit_log') IS NOT NULL")

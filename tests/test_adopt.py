@@ -21,9 +21,9 @@ from nexus_migrate.proxy_sql import INSERT_CHUNKS, LATEST_CONVERSATIONS, ONE_CON
 from nexus_migrate.schema import PROMISES, compare, promised, valid_indexes, verify
 from nexus_migrate.steps import ALLOW_DATA_LOSS, DataLossRefused, widenings
 
-from .conftest import run_script
+from .conftest import assert_one_line_error, run_script
 from .migrations import ALL, MIGRATIONS, logged
-from .shapes import SHAPES, build
+from .shapes import ORIGINAL_000, ORIGINAL_001, REVERTED_009_ANALYSES, SHAPES, Shape, build
 from .test_proxy import proxy_request, proxy_response, sha
 
 OURS = {table for p in PROMISES.values() for table in (*p.columns, *p.views)}  # tables and views we define
@@ -205,3 +205,28 @@ def test_the_proxy_writes_and_reads_as_before_after_adoption(shape, yoyo, db):
     cur.execute("SELECT count(*) FROM api_requests WHERE timestamp > now() - interval '7 days'")
     assert hourly == cur.fetchone()[0]
     assert verify(db) == []
+
+
+def test_an_older_conversation_analyses_stops_011_in_one_line_and_the_advice_works(db, database_url):
+    """The reverted 009's table: a text key and a status kept by a CHECK.
+    011 refuses it before changing anything; moved aside as the message says,
+    011 goes through and the old rows stay where they were moved."""
+    build(db, Shape((ORIGINAL_000, ORIGINAL_001, REVERTED_009_ANALYSES)))
+    before = snapshot(db)
+    result = run_script(PROJECT_ROOT, "migrate", "apply", "--batch", DATABASE_URL=database_url)
+    line = assert_one_line_error(result, "011", "conversation_analyses is an older table",
+                                 "id is character varying(64)", "status is character varying(20)",
+                                 "nothing was changed",
+                                 "ALTER TABLE conversation_analyses RENAME TO conversation_analyses_old")
+    assert "conversation_id" not in line.split("(")[1].split(")")[0]  # the columns that match are not named
+    assert applied_migrations(db) == ALL[:-1]
+    assert kept(before, snapshot(db)) == []
+    assert "conversation_analysis_status" not in {name for name, _ in snapshot(db)["types"]}
+
+    with db.cursor() as cur:
+        cur.execute("ALTER TABLE conversation_analyses RENAME TO conversation_analyses_old")
+    assert run_script(PROJECT_ROOT, "migrate", "apply", "--batch", DATABASE_URL=database_url).returncode == 0
+    assert applied_migrations(db) == ALL and verify(db) == []
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM conversation_analyses_old")
+        assert cur.fetchone() == (10,)
