@@ -20,10 +20,11 @@ import configparser
 import os
 import socket
 import sys
+import time
 from contextlib import contextmanager
 from datetime import datetime
 
-from psycopg2 import errors, sql
+from psycopg2 import sql
 
 from . import YOYO_CONFIG
 from .connection import LEAST_PRIVILEGE
@@ -32,6 +33,8 @@ from .settings import OperatorError
 # The advisory lock's key (any constant; the key space is per database). In
 # pg_locks it shows as locktype 'advisory', classid 0, objid LOCK_KEY, objsubid 1.
 LOCK_KEY = 0x6E657875  # 'nexu'
+
+WAIT_SECONDS = 0.5  # between tries for the lock that another run holds
 
 LOCK_TABLE = "yoyo_lock"
 LOG_TABLE = "_yoyo_log"
@@ -68,9 +71,12 @@ def _holder(cur) -> str:
 @contextmanager
 def one_run_at_a_time(conn, command: str):
     """Hold the advisory lock while the block runs, waiting for another run to
-    finish first. A short lock_timeout per attempt keeps Ctrl-C working
-    (psycopg2 does not interrupt a waiting query). break-lock does not wait:
-    a run that holds the lock is alive, so its yoyo_lock row is not stale."""
+    finish first. The wait is a try every half second, not a statement that
+    waits in the server: a waiting statement holds a snapshot, and every
+    CREATE INDEX CONCURRENTLY of the run that is working would wait for it to
+    end, phase after phase. (Sleeping here also keeps Ctrl-C working.)
+    break-lock does not wait: a run that holds the lock is alive, so its
+    yoyo_lock row is not stale."""
     with conn.cursor() as cur:
         cur.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
         if not cur.fetchone()[0]:
@@ -80,14 +86,11 @@ def one_run_at_a_time(conn, command: str):
                     "break-lock is for a lock left by a killed process")
             print(f"scripts/migrate {command}: another migration is running ({_holder(cur)}); "
                   "waiting for it to finish (Ctrl-C to give up)", file=sys.stderr, flush=True)
-            cur.execute("SET lock_timeout = '1s'")
             while True:
-                try:
-                    cur.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+                time.sleep(WAIT_SECONDS)
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+                if cur.fetchone()[0]:
                     break
-                except errors.LockNotAvailable:
-                    continue
-            cur.execute("RESET lock_timeout")
     try:
         yield
     finally:

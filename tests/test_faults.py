@@ -132,6 +132,14 @@ def advisory_locks(db, which: str = "true") -> int:
                      "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
 
 
+def waiting_without_a_snapshot(db, pid: int) -> bool:
+    with db.cursor() as cur:
+        cur.execute("SELECT state, backend_xmin FROM pg_stat_activity WHERE application_name LIKE %s",
+                    (f"scripts/migrate apply pid {pid} %",))
+        sessions = cur.fetchall()
+    return bool(sessions) and all(state == "idle" and xmin is None for state, xmin in sessions)
+
+
 def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
     stdout, stderr = process.communicate(timeout=300)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
@@ -169,13 +177,16 @@ def test_operators_started_together_apply_each_migration_once(start, database_ur
 
 def test_a_second_apply_waits_for_a_long_one_then_has_nothing_to_do(start, project_copy, database_url, db):
     """yoyo alone gives up after 10 s with "run yoyo break-lock", which would
-    let two runs migrate at once. The second run waits in PostgreSQL instead,
-    before yoyo starts, so yoyo's 10 s never begin."""
+    let two runs migrate at once. The second run waits for the first's
+    advisory lock instead, before yoyo starts, so yoyo's 10 s never begin."""
     with migration_000_held(database_url):
         first = start("apply", "--batch", DATABASE_URL=database_url)
         wait_until(lambda: waiting_in_000(db), "the first apply is inside 000")
         second = start("apply", "--batch", DATABASE_URL=database_url)
-        wait_until(lambda: advisory_locks(db, "NOT granted") > 0, "the second apply waits for the first")
+        waited = second.stderr.readline()  # said once it found the lock taken
+        # It waits holding no snapshot, which each CREATE INDEX CONCURRENTLY of
+        # the first run would otherwise have to wait for.
+        wait_until(lambda: waiting_without_a_snapshot(db, second.pid), "the second apply waits idle")
 
         # break-lock now would let the two race: it refuses, and the lock stays
         refused = run_script(project_copy, "migrate", "break-lock", DATABASE_URL=database_url)
@@ -183,8 +194,8 @@ def test_a_second_apply_waits_for_a_long_one_then_has_nothing_to_do(start, proje
         assert count(db, "SELECT count(*) FROM yoyo_lock") == 1
     results = [finish(first), finish(second)]
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
-    waited = results[1].stderr.strip().splitlines()
-    assert len(waited) == 1 and "another migration is running" in waited[0] and f"pid {first.pid}" in waited[0]
+    assert "another migration is running" in waited and f"pid {first.pid}" in waited
+    assert results[1].stderr.strip() == ""  # nothing more to say
     assert logged(db, "apply") == ALL
 
 
