@@ -59,3 +59,15 @@ def test_reapply_of_the_last_migration_keeps_the_catalog(yoyo, db):
     assert yoyo("reapply", "-r", ALL[-1]) == 0
     assert snapshot(db) == once
     assert verify(db) == []
+
+
+def test_rolling_the_whole_chain_back_to_002_gives_002s_catalog_and_apply_the_full_one(yoyo, db):
+    yoyo("apply", "-r", "002-optimize-conversation-indexes")
+    at_002 = snapshot(db)
+    yoyo("apply")
+    full = snapshot(db)
+    assert yoyo("rollback", "-r", "003-add-subtask-tracking") == 0
+    assert snapshot(db) == widened(at_002, widenings(MIGRATIONS))
+    assert applied_migrations(db) == ALL[:3] and verify(db) == []
+    assert yoyo("apply") == 0
+    assert snapshot(db) == full and verify(db) == []
