@@ -24,14 +24,15 @@ class Target:
 
     user: str
     host: str
-    port: int
+    port: int | str
     dbname: str
 
     @classmethod
     def of(cls, url: str) -> Target:
         uri = parse_uri(url)
-        return cls(uri.username or "(your login name)", uri.hostname or "localhost", uri.port or 5432,
-                   uri.database or "")
+        # host and port may also come as parameters (?host=/socket/folder&port=5432)
+        return cls(uri.username or "(your login name)", uri.hostname or uri.args.get("host") or "localhost",
+                   uri.port or uri.args.get("port") or 5432, uri.database or "")
 
     @property
     def server(self) -> str:
