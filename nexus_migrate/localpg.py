@@ -111,15 +111,17 @@ def _free_port() -> int:
 class LocalServer:
     """A data directory under `home` (home/data, log in home/server.log) and the
     server that runs on it: on a Unix socket in home, which only the operator
-    may enter, or with tcp=True on 127.0.0.1."""
+    may enter, or with tcp=True on 127.0.0.1. environment: variables for the
+    server's processes."""
 
     def __init__(self, home: Path, binaries: Binaries | None = None, settings: dict[str, str] | None = None,
-                 *, tcp: bool = False):
+                 *, tcp: bool = False, environment: dict[str, str] | None = None):
         self.home = Path(home).resolve()
         self.data = self.home / "data"
         self.log = self.home / "server.log"
         self.settings = settings or {}
         self.tcp = tcp
+        self.environment = environment or {}
         self._binaries = binaries
         self._account = pwd.getpwnam(ACCOUNT_WHEN_ROOT) if os.geteuid() == 0 else None
 
@@ -133,7 +135,7 @@ class LocalServer:
         return self._binaries
 
     def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, **self.environment}
         as_account = {}
         if self._account is not None:
             as_account = dict(user=self._account.pw_uid, group=self._account.pw_gid, extra_groups=[])

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-import psycopg2
-
+from .connection import connect
 from .localpg import installed_bindirs
 from .settings import OperatorError
 
@@ -92,9 +91,8 @@ def read_only_url(url: str) -> str:
 
 
 def read_only_connection(url: str):
-    conn = psycopg2.connect(read_only_url(url))
-    conn.autocommit = True
-    return conn
+    """An autocommit, read-only connection; a failure is one line with its fix."""
+    return connect(read_only_url(url))
 
 
 def without_password(url: str) -> tuple[str, dict[str, str]]:
