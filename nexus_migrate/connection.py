@@ -148,9 +148,7 @@ def sqlstate_of_refusal(params: dict) -> str | None:
         conn = psycopg2.connect(**params, async_=True)
     except (AttributeError, OSError, psycopg2.Error):
         return None
-    # libpq leaves connect_timeout to the caller of a connection made this way
-    timeout = float(params.get("connect_timeout") or os.environ.get("PGCONNECT_TIMEOUT") or 10)
-    deadline = time.monotonic() + max(timeout, 2)
+    deadline = time.monotonic() + _connect_timeout(params)
     try:
         set_verbosity(conn.pgconn_ptr, PQERRORS_VERBOSE)
         while True:
@@ -167,8 +165,18 @@ def sqlstate_of_refusal(params: dict) -> str | None:
     except psycopg2.Error as exc:
         match = VERBOSE_CODE.search(str(exc))
         return match.group(1) if match else None
+    except AttributeError:  # a psycopg2 without pgconn_ptr (before 2.8)
+        return None
     finally:
         conn.close()
+
+
+def _connect_timeout(params: dict) -> int:
+    """libpq leaves connect_timeout to the caller of a connection made with
+    async_=True: the seconds it would wait (at least 2, as libpq; 10 when unset)."""
+    value = str(params.get("connect_timeout") or os.environ.get("PGCONNECT_TIMEOUT") or "")
+    seconds = int(value) if value.strip().isdigit() else 0
+    return max(seconds, 2) if seconds > 0 else 10
 
 
 def connect(url: str):

@@ -234,12 +234,12 @@ class LocalServer:
 
     def _socket_folder(self) -> Path:
         """home, where the socket goes; one line when its path is too long for a socket."""
-        socket = self.home / f".s.PGSQL.{SOCKET_PORT}"
-        if len(os.fsencode(socket)) > MAX_SOCKET_PATH:
+        socket_file = self.home / f".s.PGSQL.{SOCKET_PORT}"
+        if len(os.fsencode(socket_file)) > MAX_SOCKET_PATH:
             raise LocalServerError(
-                f"the local PostgreSQL's socket would be {socket}, {len(os.fsencode(socket))} bytes, and a Unix "
-                f"socket's path may have at most {MAX_SOCKET_PATH}: move the project to a shorter path, "
-                "or set DATABASE_URL")
+                f"the local PostgreSQL's socket would be {socket_file}, {len(os.fsencode(socket_file))} bytes, "
+                f"and a Unix socket's path may have at most {MAX_SOCKET_PATH}: move the project to a shorter "
+                "path, or set DATABASE_URL")
         return self.home
 
     def _private_home(self) -> None:
