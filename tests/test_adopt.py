@@ -162,11 +162,11 @@ def test_rollback_never_drops_the_operators_data_unless_asked(shape, yoyo, db, m
     assert checksums(db, operators_own) == own_sums
 
 
-NOW = datetime.now(timezone.utc)
-
-
 def test_the_proxy_writes_and_reads_as_before_after_adoption(shape, yoyo, db):
     yoyo("apply")
+    # Now, not when the module was imported: the shapes' traffic ends 5 minutes
+    # before they were built, and a long suite reaches this test later than that.
+    now = datetime.now(timezone.utc)
     cur = db.cursor()
     cur.execute("SELECT count(*) FROM api_requests")
     (requests_before,) = cur.fetchone()
@@ -179,15 +179,15 @@ def test_the_proxy_writes_and_reads_as_before_after_adoption(shape, yoyo, db):
             cur.execute("SELECT conversation_id, branch_id FROM api_requests WHERE current_message_hash = %s",
                         (sha(history[n - 2]),))
             assert cur.fetchone() == (str(conversation), "main")
-        rid = proxy_request(cur, at=NOW + timedelta(seconds=n), conversation=conversation, messages=history[:n])
+        rid = proxy_request(cur, at=now + timedelta(seconds=n), conversation=conversation, messages=history[:n])
         proxy_response(cur, rid, input_tokens=100 * n, output_tokens=10 * n, streaming=True)
-        execute_values(cur, INSERT_CHUNKS, [(str(rid), i, NOW, f"chunk {i}", 1) for i in range(100)])
-        execute_values(cur, INSERT_CHUNKS, [(str(rid), i, NOW, f"chunk {i}", 1) for i in range(100)])
+        execute_values(cur, INSERT_CHUNKS, [(str(rid), i, now, f"chunk {i}", 1) for i in range(100)])
+        execute_values(cur, INSERT_CHUNKS, [(str(rid), i, now, f"chunk {i}", 1) for i in range(100)])
 
     cur.execute(ONE_CONVERSATION, ([str(conversation)],))
     assert [row[4] for row in cur.fetchall()] == [110, 220, 330]
     cur.execute(LATEST_CONVERSATIONS)
-    assert cur.fetchone() == (str(conversation), ["main"], 3, 660, NOW + timedelta(seconds=3))
+    assert cur.fetchone() == (str(conversation), ["main"], 3, 660, now + timedelta(seconds=3))
     cur.execute("SELECT count(*) FROM streaming_chunks s JOIN api_requests r USING (request_id) "
                 "WHERE r.conversation_id = %s", (str(conversation),))
     assert cur.fetchone()[0] == 300

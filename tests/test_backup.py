@@ -14,10 +14,9 @@ from nexus_migrate import PROJECT_ROOT, pgclient
 from nexus_migrate.catalog import applied_migrations, snapshot
 from nexus_migrate.localpg import LocalServerError, find_binaries
 
-from .conftest import run_script
+from .conftest import SECRET, SERVER_VERSIONS, assert_one_line_error, mode, run_script
 from .migrations import ALL
 from .rows import fingerprint, store_traffic
-from .conftest import SECRET, assert_one_line_error
 
 
 def with_password(url: str) -> str:
@@ -37,17 +36,21 @@ def stored(database_url, db):
     return db
 
 
-def test_the_backup_is_taken_before_the_apply_and_restores_every_row(server, database_url, stored, tmp_path):
+def test_the_backup_is_taken_before_the_apply_and_restores_every_row(server, database_url, stored, tmp_path,
+                                                                     common_umask):
     rows, catalog = fingerprint(stored), snapshot(stored)
-    result = migrate(with_password(database_url), "apply", "--batch", "--backup", str(tmp_path / "backups"))
+    folder = tmp_path / "backups" / "nexus"
+    result = migrate(with_password(database_url), "apply", "--batch", "--backup", str(folder))
     assert result.returncode == 0, result.stderr
     assert SECRET not in result.stdout + result.stderr
     assert applied_migrations(stored) == ALL
 
-    dumps = list((tmp_path / "backups").iterdir())
+    dumps = list(folder.iterdir())
     assert len(dumps) == 1 and str(dumps[0]) in result.stdout
     dbname = pgclient.database_name(database_url)
     assert re.fullmatch(rf"{dbname}_\d{{8}}T\d{{6}}Z\.dump", dumps[0].name)
+    # every prompt and response is in there: the owner's alone, and so are the folders made for it
+    assert (mode(dumps[0]), mode(folder), mode(folder.parent)) == (0o600, 0o700, 0o700)
 
     # The restore of docs/operating.md: into a new database, which is then compared with what was dumped.
     restored_name = f"restored_{uuid.uuid4().hex[:8]}"
@@ -66,6 +69,14 @@ def test_the_backup_is_taken_before_the_apply_and_restores_every_row(server, dat
         server.drop_database(restored_name)
 
 
+def test_a_dump_into_a_folder_that_exists_leaves_the_folder_as_it_was(database_url, tmp_path, common_umask):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    assert migrate(database_url, "apply", "--batch", "-r", ALL[0], "--backup", str(shared)).returncode == 0
+    [dump] = shared.iterdir()
+    assert (mode(dump), mode(shared)) == (0o600, 0o755)
+
+
 def test_without_a_pg_dump_nothing_is_migrated(server, database_url, stored, tmp_path):
     before = fingerprint(stored), snapshot(stored)
     empty_bin = tmp_path / "bin"
@@ -80,15 +91,19 @@ def test_without_a_pg_dump_nothing_is_migrated(server, database_url, stored, tmp
 
 
 def test_an_older_pg_dump_is_refused(server, database_url, stored, tmp_path):
-    if server.binaries.major != 16:
-        pytest.skip("needs a server newer than an installed pg_dump: the 16 server with 15's pg_dump")
-    try:
-        older = find_binaries(15)
-    except LocalServerError:
-        pytest.skip("PostgreSQL 15 is not installed here")
+    major = server.binaries.major
+    older = None
+    for version in (v for v in SERVER_VERSIONS if v < major):
+        try:
+            older = find_binaries(version)
+            break
+        except LocalServerError:
+            continue
+    if older is None:
+        pytest.skip(f"needs a pg_dump older than the PostgreSQL {major} server, and none is installed here")
     before = fingerprint(stored)
     result = migrate(database_url, "apply", "--batch", "--backup", str(tmp_path), NEXUS_PG_BINDIR=str(older.bindir))
-    assert_one_line_error(result, "pg_dump 16 or later is needed for this PostgreSQL 16 server")
+    assert_one_line_error(result, f"pg_dump {major} or later is needed for this PostgreSQL {major} server")
     assert fingerprint(stored) == before
     assert list(tmp_path.iterdir()) == []
 

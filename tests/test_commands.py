@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pty
+import pwd
 import re
 import select
 import subprocess
@@ -12,14 +13,18 @@ import sys
 from pathlib import Path
 
 import psycopg2
+import pytest
 
-from nexus_migrate import PROJECT_ROOT
+from nexus_migrate import PROJECT_ROOT, pgclient
 from nexus_migrate.catalog import applied_migrations
+from nexus_migrate.localpg import LocalServer
 from nexus_migrate.migrate import ASKING_COMMANDS, OWN_COMMANDS
 from nexus_migrate.plain_yoyo import listed
 
-from .conftest import SECRET, assert_one_line_error, run_script, script_env, wait_until
+from .conftest import SECRET, assert_one_line_error, mode, run_script, script_env, wait_until
 from .migrations import ALL, logged
+
+OTHER_USER = "daemon"  # an unprivileged account that is neither the operator nor the server's
 
 
 def test_missing_database_url_is_one_line_with_the_fix(project_copy):
@@ -172,14 +177,22 @@ def test_quickstart_starts_reuses_and_removes_its_own_database(project_copy):
     assert first.returncode == 0, first.stderr
     assert listed(first.stdout) == dict.fromkeys(ALL, "A")
     url = run_script(project_copy, "localdb", "url").stdout.strip()
-    assert url.startswith("postgresql://postgres@127.0.0.1:")
+    assert url.startswith(f"postgresql://postgres@/claude_nexus?host={project_copy / '.local-pg'}&port=")
 
     again = run_script(project_copy, "quickstart")
     assert again.returncode == 0 and url in again.stdout  # the same server, nothing to apply
     conn = psycopg2.connect(url)
     assert applied_migrations(conn) == ALL
     assert logged(conn, "apply") == ALL  # each applied once
+    major = pgclient.server_major(conn)
     conn.close()
+
+    # The printed URL as the operator uses it: scripts/migrate (and with it yoyo), pg_dump, psql.
+    assert listed(run_script(project_copy, "migrate", "list", DATABASE_URL=url).stdout) == dict.fromkeys(ALL, "A")
+    dumped = run_script(project_copy, "migrate", "apply", "--batch", "--backup", "dumps", DATABASE_URL=url)
+    assert dumped.returncode == 0 and len(list((project_copy / "dumps").iterdir())) == 1, dumped.stderr
+    psql = pgclient.run(pgclient.find_client("psql", major), ["-X", "-Atc", "SELECT current_database()"], url)
+    assert psql.stdout.strip() == "claude_nexus", psql.stderr
 
     assert run_script(project_copy, "localdb", "stop").returncode == 0
     assert run_script(project_copy, "localdb", "status").returncode == 3
@@ -198,6 +211,57 @@ def test_without_database_url_the_running_local_database_is_the_default(project_
 
     assert run_script(project_copy, "localdb", "stop").returncode == 0
     assert_one_line_error(run_script(project_copy, "migrate", "list"), "DATABASE_URL is not set")
+
+
+def test_the_local_database_is_private_to_its_operator(project_copy, common_umask):
+    """It trusts whoever reaches it, so only its socket reaches it: in a folder
+    only the operator may enter, and no TCP at all. Its data and log (the
+    proxy's traffic, once tried there) are the operator's alone."""
+    started = run_script(project_copy, "localdb", "start")
+    assert started.returncode == 0, started.stderr
+    home = project_copy / ".local-pg"
+    assert {path.name: mode(path) for path in (home, home / "data", home / "server.log")} == {
+        ".local-pg": 0o700, "data": 0o700, "server.log": 0o600}
+    [socket] = [path for path in home.iterdir() if path.is_socket()]
+    assert mode(socket) == 0o700
+    conn = psycopg2.connect(started.stdout.strip())
+    with conn.cursor() as cur:
+        cur.execute("SHOW listen_addresses")
+        assert cur.fetchone()[0] == ""  # no TCP: nobody connects from 127.0.0.1 or elsewhere
+    conn.close()
+
+
+def test_another_user_of_the_machine_cannot_reach_the_local_database(project_copy):
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to try as another account of the machine")
+    try:
+        other = pwd.getpwnam(OTHER_USER)
+    except KeyError:
+        pytest.skip(f"this machine has no account {OTHER_USER!r} to try as")
+    started = run_script(project_copy, "localdb", "start")
+    assert started.returncode == 0, started.stderr
+    url = started.stdout.strip()
+    psql = pgclient.find_client("psql", LocalServer(project_copy / ".local-pg").binaries.major)
+    attempt = [str(psql.path), "-X", "-Atc", "SELECT 1", url]
+    assert subprocess.run(attempt, capture_output=True, text=True).stdout.strip() == "1"  # the operator is let in
+    refused = subprocess.run(attempt, capture_output=True, text=True, user=other.pw_uid, group=other.pw_gid,
+                             extra_groups=[], env={"PATH": "/usr/bin:/bin"}, cwd="/")
+    assert refused.returncode != 0 and "Permission denied" in refused.stderr
+    log = project_copy / ".local-pg" / "server.log"
+    read = subprocess.run(["cat", str(log)], capture_output=True, user=other.pw_uid, group=other.pw_gid,
+                          extra_groups=[], cwd="/")
+    assert read.returncode != 0
+
+
+def test_a_project_path_too_long_for_a_socket_is_one_line(project_copy):
+    deep = project_copy.parent / ("a-folder-with-a-rather-long-name-" * 3)
+    project_copy.rename(deep)
+    try:
+        result = run_script(deep, "localdb", "start")
+        assert_one_line_error(result, str(deep / ".local-pg"), "at most 107", "shorter path", "DATABASE_URL")
+        assert not (deep / ".local-pg" / "data").exists()
+    finally:
+        deep.rename(project_copy)
 
 
 def test_quickstart_applies_to_database_url_when_it_is_set(project_copy, database_url, db):
