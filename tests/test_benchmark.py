@@ -12,11 +12,13 @@ import uuid
 
 import psycopg2
 
-from nexus_migrate.benchmark import (BASE, MEASURED, SCRATCH, SEED_BLOCK, WRITER, Server, apply_original,
-                                     apply_ours, builds_alone, conversation_of, latency_stats, measured_indexes,
-                                     sampling_waits, seed)
+from nexus_migrate.benchmark.conversations import MEASURED, SCRATCH, builds_alone, measured_indexes
+from nexus_migrate.benchmark.plot import Panel, latency_chart
+from nexus_migrate.benchmark.scratch import Server
+from nexus_migrate.benchmark.seed import SEED_BLOCK, SEEDED, conversation_of, seed
+from nexus_migrate.benchmark.ways import BASE, apply_ours, apply_upstream
+from nexus_migrate.benchmark.writer import WRITER, latency_stats, sampling_waits
 from nexus_migrate.catalog import snapshot
-from nexus_migrate.plot import Panel, latency_chart
 
 from .conftest import wait_until
 
@@ -29,16 +31,16 @@ def catalog_of(url):
         conn.close()
 
 
-def test_the_original_way_builds_the_same_schema_as_yoyo_apply(server):
+def test_upstreams_way_builds_the_same_schema_as_yoyo_apply(server):
     """Otherwise the benchmark would compare two different migrations."""
-    names = [f"bench_{way}_{uuid.uuid4().hex[:8]}" for way in ("original", "ours")]
-    original, ours = (server.ensure_database(name) for name in names)
+    names = [f"bench_{way}_{uuid.uuid4().hex[:8]}" for way in ("upstream", "ours")]
+    upstream, ours = (server.ensure_database(name) for name in names)
     try:
-        apply_ours(original, BASE)
+        apply_ours(upstream, BASE)
         for migration_id in MEASURED:
-            apply_original(original, migration_id)
+            apply_upstream(upstream, migration_id)
         apply_ours(ours, MEASURED[-1])
-        assert catalog_of(original) == catalog_of(ours)
+        assert catalog_of(upstream) == catalog_of(ours)
     finally:
         for name in names:
             server.drop_database(name)
@@ -67,8 +69,8 @@ def test_seeded_traffic_has_interleaved_conversations_with_branches(server):
         assert cur.fetchone() == (True, True)
         conn.close()
     finally:
-        bench.drop(SCRATCH["seeded"])
-        bench.conn.close()
+        bench.drop(SEEDED)
+        bench.close()
 
 
 def test_builds_alone_times_every_index_both_ways_on_a_copy_it_drops(server):
@@ -83,8 +85,8 @@ def test_builds_alone_times_every_index_both_ways_on_a_copy_it_drops(server):
         assert catalog_of(seeded) == before  # the builds ran on the copy
         assert not bench.execute("SELECT FROM pg_database WHERE datname = %s", (SCRATCH["builds"],))
     finally:
-        bench.drop(SCRATCH["seeded"])
-        bench.conn.close()
+        bench.drop(SEEDED)
+        bench.close()
 
 
 def test_the_sampler_names_the_lock_an_insert_of_the_writer_waits_for(database_url, db):
@@ -97,18 +99,20 @@ def test_the_sampler_names_the_lock_an_insert_of_the_writer_waits_for(database_u
     insert.start()
     try:
         with sampling_waits(database_url) as waits:
-            wait_until(lambda: waits["Lock:relation"] >= 3, "the sampler saw the insert wait for the lock")
+            wait_until(lambda: waits["insert Lock:relation"] >= 3, "the sampler saw the insert wait for the lock")
     finally:
         db.cursor().execute("ROLLBACK")
         insert.join()
         writer.close()
-    assert set(waits) <= {"Lock:relation", "CPU"}  # CPU: the moment between the lock and the end
+    assert set(waits) <= {"insert Lock:relation", "insert CPU"}  # CPU: the moment between the lock and the end
 
 
 def test_latency_stats_count_the_window_only():
     samples = [(0.5, 0.001, True), (1.0, 0.002, True), (1.5, 2.0, True), (2.0, 0.0, False), (3.5, 9.0, True)]
-    assert latency_stats(samples, 1.0, 2.0) == {"inserts": 3, "failed": 1, "p50_ms": 2000.0, "p99_ms": 2000.0,
+    assert latency_stats(samples, 1.0, 2.0) == {"count": 3, "failed": 1, "p50_ms": 2000.0, "p99_ms": 2000.0,
                                                 "max_ms": 2000.0}
+    assert latency_stats(samples, 0.0, 4.0, excluded=[(1.2, 3.0)]) == {
+        "count": 3, "failed": 0, "p50_ms": 2.0, "p99_ms": 9000.0, "max_ms": 9000.0}
 
 
 def chart_pixels(png: bytes):
@@ -125,19 +129,27 @@ def count(pixels, red: tuple, green: tuple, blue: tuple) -> int:
                 & (b >= blue[0]) & (b <= blue[1])).sum())
 
 
+INSERT_BLUE = ((0, 0.3), (0.25, 0.45), (0.7, 1))  # plot.SERIES_COLORS, with some slack
+UPDATE_ORANGE = ((0.8, 1), (0.45, 0.65), (0, 0.15))
+
+
 def test_the_chart_is_matplotlibs_png_of_the_promised_size_with_the_runs_drawn():
     inserts = [(t / 10, 0.5 + t % 7, True) for t in range(300)]
+    updates = [(t / 10 + 1, 2.5 + t % 5, True) for t in range(300)]
     window = [(5.0, 20.0, "001")]
-    png = latency_chart([Panel("ours", (0, 0, 255), inserts + [(12.0, 0.0, False)], window)] * 2,
-                        width=400, panel_height=150)
+    drawn = Panel("ours", {"inserts": inserts + [(12.0, 0.0, False)], "response updates": updates}, window)
+    png = latency_chart([drawn] * 2, width=400, panel_height=150)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     kind, width, height = struct.unpack(">4sII", png[12:24])
     assert (kind, width, height) == (b"IHDR", 400, 300)
     assert re.search(rb"tEXtSoftware\x00Matplotlib version", png)  # what savefig writes
     pixels = chart_pixels(png)
     assert pixels.shape[:2] == (300, 400)
-    blue = count(pixels, (0, 0.3), (0, 0.3), (0.7, 1))
-    empty = chart_pixels(latency_chart([Panel("ours", (0, 0, 255), [], window)] * 2, width=400, panel_height=150))
-    assert blue > 2 * count(empty, (0, 0.3), (0, 0.3), (0.7, 1))  # the inserts, beyond the titles
+    # the same panels without their points: legends and titles only
+    empty = chart_pixels(latency_chart([Panel("ours", {"inserts": [], "response updates": []}, window)] * 2,
+                                       width=400, panel_height=150))
+    assert count(pixels, *INSERT_BLUE) > 2 * count(empty, *INSERT_BLUE) + 100  # the inserts
+    assert count(pixels, *UPDATE_ORANGE) > 2 * count(empty, *UPDATE_ORANGE) + 100  # the response updates
     assert count(pixels, (0.7, 1), (0, 0.3), (0, 0.3)) > 0  # the failed insert's red mark
+    assert count(empty, (0.7, 1), (0, 0.3), (0, 0.3)) == 0
     assert count(pixels, (0.87, 0.89), (0.87, 0.89), (0.87, 0.89)) > 400  # the shaded apply window
