@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import PROJECT_ROOT
 from ..settings import OperatorError
 from . import __doc__ as DESCRIPTION
-from . import conversations
+from . import chain, conversations, writecost
 from .plot import require_matplotlib
 from .report import latency_chart, target_lines
 from .scratch import Server
@@ -24,6 +24,10 @@ from .seed import REQUESTS_PER_CONVERSATION, SEEDED, seed
 PARTS = {
     "conversations": (conversations, "001 and 002 both ways with the writer inserting; the dashboard's views; "
                                      "each index built alone"),
+    "chain": (chain, "003 to 011 both ways with the writer inserting and recording responses; each backfill's "
+                     "time and row updates; the table's size and dead rows before and after"),
+    "write-cost": (writecost, "the proxy's writes, one request at a time, on our schema after 011 and on a copy "
+                              "with upstream's index set: requests per second, WAL per request, index sizes"),
 }
 MIN_REQUESTS = REQUESTS_PER_CONVERSATION * 4
 
@@ -43,8 +47,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="requests to seed api_requests with (default 1,000,000)")
     parser.add_argument("--insert-every-ms", type=float, default=5.0, metavar="MS",
                         help="the writer inserts one request every MS milliseconds (default 5)")
+    parser.add_argument("--respond-after-ms", type=float, default=chain.RESPOND_AFTER_SECONDS * 1000, metavar="MS",
+                        help="in the chain, the writer records each request's response MS milliseconds after the "
+                             f"request was due (default {chain.RESPOND_AFTER_SECONDS * 1000:g})")
     parser.add_argument("--query-runs", type=int, default=15, metavar="N",
                         help="times each dashboard query runs; the median counts (default 15)")
+    parser.add_argument("--write-turns", type=int, default=writecost.TURNS, metavar="N",
+                        help=f"in write-cost, the turns each side takes (default {writecost.TURNS})")
+    parser.add_argument("--write-requests-per-turn", type=int, default=writecost.REQUESTS_PER_TURN, metavar="N",
+                        help=f"in write-cost, the requests of a turn (default {writecost.REQUESTS_PER_TURN:,})")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmark-results", metavar="DIR",
                         help="where benchmark.json and the charts (benchmark-PART.png) go (default benchmark-results/)")
     parser.add_argument("--database-url", metavar="URL",
@@ -55,6 +66,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--requests must be at least {MIN_REQUESTS}")
     if args.insert_every_ms <= 0:
         parser.error("--insert-every-ms must be above 0")
+    if args.respond_after_ms < 0:
+        parser.error("--respond-after-ms must be 0 or more")
+    if args.write_turns < 1 or args.write_requests_per_turn < 1:
+        parser.error("--write-turns and --write-requests-per-turn must be at least 1")
     if args.query_runs < 1:
         parser.error("--query-runs must be at least 1")
     args.part = [p for p in PARTS if p in (args.part or PARTS)]
@@ -74,6 +89,11 @@ def run(server: Server, args: argparse.Namespace) -> dict:
     if "conversations" in args.part:
         results["conversations"] = conversations.run(server, args.requests, args.insert_every_ms / 1000,
                                                      args.query_runs)
+    if "chain" in args.part:
+        results["chain"] = chain.run(server, args.requests, args.insert_every_ms / 1000,
+                                     args.respond_after_ms / 1000)
+    if "write-cost" in args.part:
+        results["write-cost"] = writecost.run(server, args.requests, args.write_turns, args.write_requests_per_turn)
     return results
 
 

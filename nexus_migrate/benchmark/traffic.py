@@ -24,6 +24,11 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def uuid_of(text: str) -> uuid.UUID:
+    """The uuid that md5(text)::uuid gives in SQL."""
+    return uuid.UUID(hashlib.md5(text.encode()).hexdigest())
+
+
 @dataclass
 class Conversation:
     """Where a conversation stands: the next request continues it."""

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import gc
 import os
-import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import psycopg2
 from yoyo import read_migrations
@@ -92,7 +92,43 @@ def apply_ours(url: str, migration_id: str) -> None:
 APPLY = {"upstream": apply_upstream, "ours": apply_ours}
 
 
-def timed(apply: Callable, url: str, migration_id: str) -> tuple[float, float]:
-    start = time.monotonic()
-    apply(url, migration_id)
-    return start, time.monotonic()
+# -- backfill steps, found by what they are rather than imported --
+
+def is_backfill(step) -> bool:
+    """A step that fills columns of existing rows: the Backfill step kind, or
+    any step that counts the rows it updated."""
+    return type(step).__name__ == "Backfill" or hasattr(step, "rows_updated")
+
+
+def step_label(migration_id: str, steps: list, step) -> str:
+    """migration number, the step's position in it and its kind, as "007 step 6 (Backfill)"."""
+    position = next((n for n, s in enumerate(steps, 1) if s is step or s == step), "?")
+    name = getattr(step, "name", None) or getattr(step, "column", None)
+    return f"{migration_id[:3]} step {position} ({type(step).__name__}{', ' + name if isinstance(name, str) else ''})"
+
+
+@contextmanager
+def observing_backfills(migration_id: str, started: Callable, finished: Callable):
+    """While in the block, each backfill step of migration_id that yoyo runs
+    in this process calls started(step, label, conn) before its apply and
+    finished(step, label, conn) after it. (yoyo loads the migration file again and
+    binds each step's apply when it does, so the step's class is wrapped.)"""
+    steps = migration_steps(migration_id)
+    classes = {type(s) for s in steps if is_backfill(s)}
+    originals = {cls: cls.apply for cls in classes}
+
+    def wrapped(original):
+        def apply(self, conn):
+            label = step_label(migration_id, steps, self)
+            started(self, label, conn)
+            original(self, conn)
+            finished(self, label, conn)
+        return apply
+
+    for cls, original in originals.items():
+        cls.apply = wrapped(original)
+    try:
+        yield [step_label(migration_id, steps, s) for s in steps if is_backfill(s)]
+    finally:
+        for cls, original in originals.items():
+            cls.apply = original
