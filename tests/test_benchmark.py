@@ -31,7 +31,9 @@ from nexus_migrate.benchmark.writer import WRITER, latency_stats, sampling_waits
 from nexus_migrate.catalog import snapshot
 from nexus_migrate.settings import OperatorError
 
-from .conftest import wait_until
+from nexus_migrate import PROJECT_ROOT
+
+from .conftest import SECRET, assert_one_line_error, run_script, wait_until
 from .shapes import SHAPES, build
 
 
@@ -267,6 +269,22 @@ def test_the_write_cost_part_writes_the_same_requests_on_both_sides(bench):
         "idx_api_requests_domain_newest_first", "idx_requests_task_invocation_timestamp"}
     assert [t["value"] for t in results["targets"]] == [round(v, 2) for v in writecost.ratios(results).values()]
     assert not any(bench.exists(name) for name in writecost.SIDES.values())
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--requests", "100"), ("--requests must be at least 256",)),
+    (("--part", "everything"), ("--part", "invalid choice", "conversations", "chain", "write-cost")),
+    (("--write-turns", "0"), ("--write-turns",)),
+    (("--respond-after-ms", "-1"), ("--respond-after-ms",)),
+])
+def test_bad_arguments_get_one_line(args, words):
+    assert_one_line_error(run_script(PROJECT_ROOT, "benchmark", *args), *words, "scripts/benchmark --help")
+
+
+def test_a_server_that_refuses_gets_one_line_without_its_password():
+    url = f"postgresql://nexus:{SECRET}@127.0.0.1:9/postgres?connect_timeout=2"  # nothing listens on port 9
+    result = run_script(PROJECT_ROOT, "benchmark", "--database-url", url)
+    assert_one_line_error(result, "cannot connect to postgresql://nexus:***@127.0.0.1:9/postgres")
 
 
 def test_the_sampler_names_the_lock_an_insert_of_the_writer_waits_for(database_url, db):

@@ -7,6 +7,14 @@ schema. In parts:
 - conversations: 001 and 002 with the writer inserting; the dashboard's
   conversation views before and after 002; each index built alone, plainly
   and concurrently, with no writer.
+- chain: 003 to 011 on seeded history (Task calls, sub-agents, hash chains)
+  with the writer inserting as an older proxy does and recording each
+  response a second later; for each backfill step its time, the rows it
+  updated and whether any row was updated twice; the table's size and dead
+  rows before and after.
+- write-cost: the proxy's writes, one request at a time, on our schema after
+  011 and on a copy of the same table with upstream's index set, in turns:
+  requests per second, WAL per request, and the size of every index.
 
 It works in scratch databases of its own on the server (nexus_benchmark_*,
 dropped at the end, and replaced if a previous run left them). The database in

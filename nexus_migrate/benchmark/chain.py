@@ -22,7 +22,7 @@ from contextlib import nullcontext
 
 from psycopg2 import sql
 
-from .report import Panel, latency_header, latency_row, size, target
+from .report import LABEL, Panel, latency_header, latency_row, size, target
 from .scratch import Server, connect
 from .seed import BEFORE_003, PRE_003, live_conversations, pre_003
 from .ways import APPLY, WAYS, is_backfill, migration_ids, migration_steps, observing_backfills, step_label
@@ -149,7 +149,7 @@ class OursProbe:
         changed = seeded_rows_changed(self.url, self.seeded_at, low, high)
         self.pauses.append((end, time.monotonic()))
         self.steps.append({"step": label, "window": (self.start, end), "seconds": round(end - self.start, 3),
-                           "rows_updated": getattr(step, "rows_updated", None), "row_updates": (table_after - table_before)
+                           "rows_updated": _count(getattr(step, "rows_updated", None)), "row_updates": (table_after - table_before)
                            - (writer_after - writer_before) if self.exact else None,
                            "seeded_rows_changed": changed})
 
@@ -303,7 +303,7 @@ def report(results: dict) -> list[str]:
     for way in WAYS:
         total = sum(r["apply_seconds"] for r in results["ways"][way]["migrations"].values())
         probe = sum(r["probe_seconds"] for r in results["ways"][way]["migrations"].values())
-        lines.append(f"{'total apply':<36} {way:<9} {total:>8.2f}"
+        lines.append(f"{'total apply':<{LABEL}} {way:<9} {total:>8.2f}"
                      + (f"  (and {probe:.2f} s of the benchmark's own probes, left out)" if probe else ""))
     lines += ["", f"what the writer's statements were waiting on, sampled every {WAIT_SAMPLE_SECONDS * 1000:g} ms"]
     for migration_id in results["migrations"]:
@@ -332,6 +332,11 @@ def report(results: dict) -> list[str]:
                          f"{size(t['indexes_bytes']):>10} {t['live_tuples']:>11,} {t['dead_tuples']:>10,} "
                          f"{t['autovacuums']:>12}")
     return lines
+
+
+def _count(value) -> int | None:
+    """A step's own count of the rows it updated, if it keeps one as a number."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _n(value) -> str:

@@ -9,7 +9,7 @@ import time
 
 from ..steps import Index
 from .queries import dashboard_queries
-from .report import Panel, latency_row, latency_header, target
+from .report import LABEL, Panel, latency_header, latency_row, target
 from .scratch import Server, connect
 from .seed import SEEDED
 from .ways import APPLY, WAYS, migration_steps
@@ -113,7 +113,7 @@ def report(results: dict) -> list[str]:
             lines.append(latency_row(migration_id, way, r["apply_seconds"], (r["inserts"],)))
     for way in WAYS:
         total = sum(r["apply_seconds"] for r in results["ways"][way].values())
-        lines.append(f"{'total apply':<36} {way:<9} {total:>8.2f}")
+        lines.append(f"{'total apply':<{LABEL}} {way:<9} {total:>8.2f}")
     lines += ["", f"{'dashboard query':<22} {'before 002':>11} {'after 002':>10} {'speed-up':>9}  plan after 002 "
                   "(plan before 002)"]
     before, after = results["queries"]["before 002"], results["queries"]["after 002"]

@@ -16,19 +16,22 @@ def target_lines(targets: list[dict]) -> list[str]:
     return [f"  {verdict[t['met']]} {t['target']}: {t['value']}" for t in targets]
 
 
+LABEL = 42  # the longest migration id
+
+
 def _ms(value, width: int) -> str:
     return format(value, f">{width}.1f") if value is not None else format("-", f">{width}")
 
 
 def latency_header(first: str, kinds: tuple[str, ...]) -> str:
     columns = "".join(f" {kind + ' p50':>12} {'p99':>8} {'max ms':>9} {'n':>6} {'failed':>6}" for kind in kinds)
-    return f"{first:<36} {'way':<9} {'apply s':>8}{columns}"
+    return f"{first:<{LABEL}} {'way':<9} {'apply s':>8}{columns}"
 
 
 def latency_row(label: str, way: str, seconds: float, stats: tuple[dict, ...]) -> str:
     columns = "".join(f" {_ms(s['p50_ms'], 12)} {_ms(s['p99_ms'], 8)} {_ms(s['max_ms'], 9)} {s['count']:>6} "
                       f"{s['failed']:>6}" for s in stats)
-    return f"{label:<36} {way:<9} {seconds:>8.2f}{columns}"
+    return f"{label:<{LABEL}} {way:<9} {seconds:>8.2f}{columns}"
 
 
 def size(n: float | None) -> str:

@@ -118,10 +118,10 @@ def observing_backfills(migration_id: str, started: Callable, finished: Callable
     originals = {cls: cls.apply for cls in classes}
 
     def wrapped(original):
-        def apply(self, conn):
+        def apply(self, conn, *args, **kwargs):
             label = step_label(migration_id, steps, self)
             started(self, label, conn)
-            original(self, conn)
+            original(self, conn, *args, **kwargs)
             finished(self, label, conn)
         return apply
 

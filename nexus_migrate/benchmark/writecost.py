@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import time
 
+import psycopg2
 from psycopg2.extras import Json
 
 from ..proxy_sql import INSERT_REQUEST, MARK_TASK_CALLS, UPDATE_RESPONSE
@@ -168,6 +169,20 @@ class Side:
             self.wal_bytes += wal
             self.requests += len(numbers)
 
+    def row_updates(self) -> tuple[int, int] | None:
+        """(row updates, of which HOT) the table counted so far, this session's
+        flushed first (PostgreSQL 15+; None before). A HOT update writes no
+        index entry; an update that changes any indexed column, an INCLUDE
+        one too, writes one in every index."""
+        with self.conn.cursor() as cur:
+            try:
+                cur.execute("SELECT pg_stat_force_next_flush()")
+            except psycopg2.Error:
+                return None
+            cur.execute("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+                        "WHERE relid = 'api_requests'::regclass")
+            return cur.fetchone()
+
     def index_sizes(self) -> dict[str, int]:
         with self.conn.cursor() as cur:
             cur.execute(INDEX_SIZES)
@@ -198,13 +213,18 @@ def run(server: Server, requests: int, turns: int = TURNS, per_turn: int = REQUE
         for side in sides.values():
             results["sides"][side.name] = {"rows_before": side.rows(), "indexes_bytes_before": side.indexes_size()}
             side.write(range(-WARM_UP_REQUESTS, 0), measured=False)  # connections, caches and plans ready
+            side.updates_before = side.row_updates()
         print(f"the proxy's writes, {turns} turns of {per_turn} requests on each side ...", flush=True)
         for turn in range(turns):
             order = list(sides.values()) if turn % 2 == 0 else list(sides.values())[::-1]
             for side in order:
                 side.write(range(turn * per_turn, (turn + 1) * per_turn))
         for side in sides.values():
+            updates = side.row_updates()
+            hot = (None if updates is None or side.updates_before is None else
+                   (updates[1] - side.updates_before[1]) / max(1, updates[0] - side.updates_before[0]))
             results["sides"][side.name].update({
+                "hot_update_share": None if hot is None else round(hot, 3),
                 "requests": side.requests, "seconds": round(side.seconds, 3),
                 "requests_per_second": round(side.requests / side.seconds, 1),
                 "wal_bytes_per_request": round(side.wal_bytes / side.requests),
@@ -253,12 +273,18 @@ def report(results: dict) -> list[str]:
              f"{size(upstream['indexes_bytes']):>14} {r['indexes_bytes']:>16.2f}",
              f"{'  (before the turns)':<34} {size(ours['indexes_bytes_before']):>14} "
              f"{size(upstream['indexes_bytes_before']):>14}",
+             f"{'updates that were HOT':<34} {_share(ours['hot_update_share']):>14} "
+             f"{_share(upstream['hot_update_share']):>14}",
              "", f"{'index of api_requests':<46} {'ours':>10} {'upstream':>10}"]
     names = list(dict.fromkeys([*upstream["index_bytes"], *ours["index_bytes"]]))
     for name in names:
         lines.append(f"{name:<46} {size(ours['index_bytes'].get(name)):>10} "
                      f"{size(upstream['index_bytes'].get(name)):>10}")
     return lines
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def panels(results: dict) -> list[Panel]:
