@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nexus_migrate.benchmark.upstream import upstream_indexes
+
 # The original 000-init-database script.
 ORIGINAL_000 = """
 CREATE TABLE api_requests (
@@ -302,52 +304,32 @@ CREATE INDEX IF NOT EXISTS idx_chunks_request_id ON streaming_chunks (request_id
 {_LAST_ANALYSES}
 """
 
+_UPSTREAM_INDEXES_003_010 = "".join(f"{statement};\n" for statement in upstream_indexes(since="003"))
+
 # The upstream scripts 003 to 011 run in order after the original 000 and 001
-# (whose 002 never committed): their schema statements as the scripts ran them.
+# (whose 002 never committed): their schema statements as the scripts ran them,
+# the columns first, then their indexes (written once, in the benchmark).
 UPSTREAM_003_011 = f"""
 ALTER TABLE api_requests
     ADD COLUMN IF NOT EXISTS parent_task_request_id UUID REFERENCES api_requests (request_id),
     ADD COLUMN IF NOT EXISTS is_subtask BOOLEAN DEFAULT false,
     ADD COLUMN IF NOT EXISTS task_tool_invocation JSONB;
-CREATE INDEX IF NOT EXISTS idx_requests_parent_task_request_id ON api_requests (parent_task_request_id);
-CREATE INDEX IF NOT EXISTS idx_requests_is_subtask ON api_requests (is_subtask);
-CREATE INDEX IF NOT EXISTS idx_requests_task_tool_invocation_gin ON api_requests USING GIN (task_tool_invocation)
-    WHERE task_tool_invocation IS NOT NULL;
 COMMENT ON COLUMN api_requests.parent_task_request_id IS 'Request that spawned this sub-task';
 COMMENT ON COLUMN api_requests.is_subtask IS 'Whether this is a sub-task';
 COMMENT ON COLUMN api_requests.task_tool_invocation IS 'Task tool call details';
 
-CREATE INDEX IF NOT EXISTS idx_requests_conversation_timestamp_id ON api_requests (conversation_id, timestamp DESC, request_id DESC)
-    WHERE conversation_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS idx_requests_conversation_subtask ON api_requests (conversation_id, is_subtask, timestamp ASC, request_id ASC)
-    WHERE conversation_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS idx_requests_request_id ON api_requests (request_id);
 DROP INDEX IF EXISTS idx_requests_conversation_timestamp;
 
 ALTER TABLE api_requests ADD COLUMN IF NOT EXISTS account_id VARCHAR(255);
-CREATE INDEX IF NOT EXISTS idx_requests_account_timestamp ON api_requests (account_id, timestamp DESC)
-    WHERE account_id IS NOT NULL;
 
 ALTER TABLE api_requests ADD COLUMN IF NOT EXISTS system_hash VARCHAR(64);
-CREATE INDEX IF NOT EXISTS idx_api_requests_system_hash ON api_requests (system_hash);
 COMMENT ON COLUMN api_requests.system_hash IS 'Hash of the system prompt alone';
 
 ALTER TABLE api_requests ADD COLUMN IF NOT EXISTS parent_request_id UUID REFERENCES api_requests (request_id);
-CREATE INDEX IF NOT EXISTS idx_api_requests_parent_request_id ON api_requests (parent_request_id);
 COMMENT ON COLUMN api_requests.parent_request_id IS 'Immediate parent request';
 ALTER TABLE api_requests ADD CONSTRAINT chk_parent_request_not_self CHECK (parent_request_id != request_id);
 
-CREATE INDEX IF NOT EXISTS idx_api_requests_response_body_task ON api_requests USING gin (response_body)
-    WHERE response_body IS NOT NULL;
-CREATE INDEX IF NOT EXISTS idx_api_requests_domain_timestamp_response ON api_requests (domain, timestamp DESC)
-    WHERE response_body IS NOT NULL;
-CREATE INDEX IF NOT EXISTS idx_api_requests_task_name ON api_requests ((response_body::text))
-    WHERE response_body IS NOT NULL AND response_body::text LIKE '%"name":"Task"%';
-
-CREATE INDEX idx_api_requests_response_body_gin ON api_requests USING gin (response_body);
-
-CREATE INDEX IF NOT EXISTS idx_api_requests_conv_id_timestamp ON api_requests (conversation_id, timestamp);
-CREATE INDEX IF NOT EXISTS idx_subtask_seq ON api_requests (conversation_id, timestamp) WHERE branch_id LIKE 'subtask_%';
+{_UPSTREAM_INDEXES_003_010}
 {_ANALYSIS_STATUS}
 {_FIRST_ANALYSES}
 {_LAST_ANALYSES}

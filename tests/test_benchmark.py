@@ -1,6 +1,9 @@
-"""scripts/benchmark's parts, without its timings (those are numbers for the
-docs/benchmark.md, not assertions): the original way builds what yoyo apply builds, the
-seeded traffic is shaped as the benchmark says, and its chart is a PNG."""
+"""scripts/benchmark's parts, without its timings (those are numbers for
+docs/benchmark.md, not assertions): upstream's way builds what yoyo apply
+builds, the seeded history is shaped as the benchmark says, the writer's
+inserts and responses are measured, the write-cost part compares our schema
+with exactly upstream's index set over the same rows, and the charts are
+PNGs."""
 
 from __future__ import annotations
 
@@ -8,17 +11,53 @@ import io
 import re
 import struct
 import threading
+import time
 import uuid
 
 import psycopg2
+import pytest
 
-from nexus_migrate.benchmark import (BASE, MEASURED, SCRATCH, SEED_BLOCK, WRITER, Server, apply_original,
-                                     apply_ours, builds_alone, conversation_of, latency_stats, measured_indexes,
-                                     sampling_waits, seed)
+from nexus_migrate.benchmark import chain, traffic, writecost
+from nexus_migrate.benchmark import writer as writer_module
+from nexus_migrate.benchmark.conversations import MEASURED, SCRATCH, builds_alone, measured_indexes
+from nexus_migrate.benchmark.plot import Panel, latency_chart
+from nexus_migrate.benchmark.scratch import Server, connect
+from nexus_migrate.benchmark.seed import (PRE_003, SEED_BLOCK, SEEDED, conversation_of, is_plain_conversation,
+                                          live_conversations, pre_003, seed)
+from nexus_migrate.benchmark.upstream import UPSTREAM_INDEXES, upstream_indexes
+from nexus_migrate.benchmark.ways import (BASE, apply_ours, apply_upstream, blocking_statements, is_backfill,
+                                          migration_ids, migration_steps)
+from nexus_migrate.benchmark.writer import WRITER, latency_stats, sampling_waits, writing
 from nexus_migrate.catalog import snapshot
-from nexus_migrate.plot import Panel, latency_chart
+from nexus_migrate.settings import OperatorError
 
-from .conftest import wait_until
+from nexus_migrate import PROJECT_ROOT
+
+from .conftest import SECRET, assert_one_line_error, run_script, wait_until
+from .shapes import SHAPES, build
+
+
+@pytest.fixture(scope="module")
+def bench(server):
+    """The benchmark's handle on the test server, with SEEDED (one block of
+    32,000 requests) and PRE_003 made once for the module's tests, which
+    work on copies of them."""
+    handle = Server(server.url())
+    seed(handle, SEED_BLOCK)
+    pre_003(handle)
+    yield handle
+    handle.drop_created()
+    handle.close()
+
+
+def rows(url: str, query: str, args=None) -> list:
+    conn = connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
 
 
 def catalog_of(url):
@@ -29,62 +68,223 @@ def catalog_of(url):
         conn.close()
 
 
-def test_the_original_way_builds_the_same_schema_as_yoyo_apply(server):
+def test_upstreams_way_builds_the_same_schema_as_yoyo_apply(server):
     """Otherwise the benchmark would compare two different migrations."""
-    names = [f"bench_{way}_{uuid.uuid4().hex[:8]}" for way in ("original", "ours")]
-    original, ours = (server.ensure_database(name) for name in names)
+    names = [f"bench_{way}_{uuid.uuid4().hex[:8]}" for way in ("upstream", "ours")]
+    upstream, ours = (server.ensure_database(name) for name in names)
     try:
-        apply_ours(original, BASE)
+        apply_ours(upstream, BASE)
         for migration_id in MEASURED:
-            apply_original(original, migration_id)
+            apply_upstream(upstream, migration_id)
         apply_ours(ours, MEASURED[-1])
-        assert catalog_of(original) == catalog_of(ours)
+        assert catalog_of(upstream) == catalog_of(ours)
     finally:
         for name in names:
             server.drop_database(name)
 
 
-def test_seeded_traffic_has_interleaved_conversations_with_branches(server):
-    bench = Server(server.url())
-    try:
-        conn = psycopg2.connect(seed(bench, SEED_BLOCK))
-        cur = conn.cursor()
-        cur.execute("SELECT count(*), count(DISTINCT conversation_id), count(*) FILTER (WHERE conversation_id IS NULL),"
-                    " count(DISTINCT branch_id), (SELECT count(*) FROM streaming_chunks) FROM api_requests")
-        # (the 50 conversations numbered c % 10 = 0 fall on the requests without one)
-        assert cur.fetchone() == (32_000, 450, 3_200, 4, 32_000)
-        # one conversation, as the benchmark's query reads it: a main line, a
-        # new branch every eight requests after its 40th, each request's parent
-        # the one before
-        cur.execute("SELECT current_message_hash, parent_message_hash, branch_id, message_count, ctid"
-                    " FROM api_requests WHERE conversation_id = %s ORDER BY timestamp", (conversation_of(4),))
-        rows = cur.fetchall()
-        assert [r[3] for r in rows] == list(range(1, 128, 2))
-        assert [r[2] for r in rows] == ["main"] * 40 + ["branch_1"] * 8 + ["branch_2"] * 8 + ["branch_3"] * 8
-        assert [r[1] for r in rows] == [None] + [r[0] for r in rows[:-1]]
-        assert len({r[4].split(",")[0] for r in rows}) == 64  # on as many heap pages
-        cur.execute("SELECT avg(pg_column_size(body)) > 200, avg(length(body::text)) > 2500 FROM api_requests")
-        assert cur.fetchone() == (True, True)
-        conn.close()
-    finally:
-        bench.drop(SCRATCH["seeded"])
-        bench.conn.close()
+def test_upstreams_way_of_003_to_011_builds_the_same_schema_as_yoyo_apply(bench):
+    """On the seeded history, so that each backfill's statements meet rows;
+    a constraint is validated either way (the snapshot would show NOT VALID)."""
+    upstream = bench.create("nexus_benchmark_test_upstream", template=PRE_003)
+    ours = bench.create("nexus_benchmark_test_ours", template=PRE_003)
+    for migration_id in chain.chain_ids():
+        apply_upstream(upstream, migration_id)
+    apply_ours(ours, migration_ids()[-1])
+    assert chain.chain_ids()[0].startswith("003") and chain.chain_ids()[-1] == migration_ids()[-1]
+    assert catalog_of(upstream) == catalog_of(ours)
 
 
-def test_builds_alone_times_every_index_both_ways_on_a_copy_it_drops(server):
-    bench = Server(server.url())
+def test_a_step_that_cannot_say_how_upstream_ran_it_is_refused_in_one_line():
+    with pytest.raises(OperatorError, match=r"^007-x: its step object has no blocking_statements\(\)"):
+        blocking_statements("007-x", object())
+    assert all(callable(getattr(s, "blocking_statements", None)) for m in migration_ids()
+               for s in migration_steps(m))
+
+
+def test_seeded_traffic_has_interleaved_conversations_with_branches(bench):
+    url = bench.url_of(SEEDED)
+    # 450 conversations from slot to slot, 75 sub-agents' beside a short one in
+    # theirs; the requests of every tenth slot have none
+    assert rows(url, "SELECT count(*), count(DISTINCT conversation_id), count(*) FILTER (WHERE conversation_id IS NULL),"
+                     " count(DISTINCT branch_id), (SELECT count(*) FROM streaming_chunks) FROM api_requests") == [
+        (32_000, 525, 3_200, 4, 32_000)]
+    # one conversation, as the benchmark's query reads it: a main line, a new
+    # branch every eight requests after its 40th, each request's parent the
+    # one before, but for a retry, which repeats the hashes of the one before
+    assert is_plain_conversation(8)
+    found = rows(url, "SELECT current_message_hash, parent_message_hash, branch_id, message_count, ctid"
+                      " FROM api_requests WHERE conversation_id = %s ORDER BY timestamp", (conversation_of(8),))
+    assert [r[3] for r in found] == list(range(1, 128, 2))
+    assert [r[2] for r in found] == ["main"] * 40 + ["branch_1"] * 8 + ["branch_2"] * 8 + ["branch_3"] * 8
+    retries = [n for n in range(1, 64) if found[n][0] == found[n - 1][0]]
+    assert retries == [13, 36, 59]  # (8 * 7 + n) % 23 = 0
+    for n in range(1, 64):
+        assert found[n][1] == (found[n - 1][1] if n in retries else found[n - 1][0])
+    assert found[0][1] is None and len({r[0] for r in found}) == 61
+    assert len({r[4].split(",")[0] for r in found}) >= 60  # nearly one heap page each
+    assert rows(url, "SELECT avg(pg_column_size(body)) > 200, avg(length(body::text)) > 2500 FROM api_requests") == [
+        (True, True)]
+
+
+def test_seeded_history_has_task_calls_whose_sub_agents_start_with_their_prompt(bench):
+    url = bench.url_of(SEEDED)
+    calls = rows(url, """
+        SELECT r.request_id, r.domain, r.conversation_id, r.completed_at, e->'input'->>'prompt'
+          FROM api_requests r, jsonb_array_elements(r.response_body->'content') e
+         WHERE e->>'type' = 'tool_use' AND e->>'name' = 'Task'""")
+    # a sub-agent's first request: one user message, its text a string or
+    # the block after a <system-reminder>
+    starts = rows(url, """
+        SELECT request_id, domain, conversation_id, timestamp, parent_message_hash,
+               CASE jsonb_typeof(body->'messages'->0->'content') WHEN 'string' THEN body->'messages'->0->>'content'
+                    ELSE body->'messages'->0->'content'->1->>'text' END,
+               body->'messages'->0->'content'->0->>'text' LIKE '<system-reminder>%%'
+          FROM api_requests
+         WHERE jsonb_array_length(body->'messages') = 1 AND body->'messages'->0->>'role' = 'user'""")
+    assert len({c[0] for c in calls}) == 50 and len(calls) == 75  # half the calling responses call twice
+    assert len(starts) == 75 and sum(1 for s in starts if s[6]) == 25
+    by_prompt = {s[5]: s for s in starts}
+    for request_id, domain, conversation, completed_at, prompt in calls:
+        start = by_prompt[prompt]
+        assert start[1] == domain and start[2] != conversation and start[4] is None
+        assert 2 <= (start[3] - completed_at).total_seconds() <= 3  # seconds after the response ended
+    # hash chains: every parent hash is the current hash of an earlier request of its conversation
+    assert rows(url, """
+        SELECT count(*) FROM api_requests r
+         WHERE r.parent_message_hash IS NOT NULL AND r.conversation_id IS NOT NULL
+           AND NOT EXISTS (SELECT FROM api_requests p WHERE p.conversation_id = r.conversation_id
+                              AND p.current_message_hash = r.parent_message_hash AND p.timestamp < r.timestamp)""") == [
+        (0,)]
+    duplicated = rows(url, "SELECT count(*) FROM (SELECT current_message_hash FROM api_requests "
+                           "GROUP BY 1 HAVING count(*) > 1) d")[0][0]
+    assert duplicated > 1000  # the retries
+
+
+def test_builds_alone_times_every_index_both_ways_on_a_copy_it_drops(bench):
+    seeded = bench.url_of(SEEDED)
+    before = catalog_of(seeded)
+    timed = builds_alone(bench)
+    built = [step.name for step in measured_indexes()]
+    assert list(timed) == built and len(built) == 8
+    assert all(t["plain"] > 0 and t["concurrent"] > 0 for t in timed.values())
+    assert catalog_of(seeded) == before  # the builds ran on the copy
+    assert not bench.exists(SCRATCH["builds"])
+
+
+def test_the_writer_continues_seeded_conversations_and_records_each_response(bench):
+    url = bench.create("nexus_benchmark_test_writer", template=PRE_003)
+    live = live_conversations(url, SEED_BLOCK, count=5)
+    assert len(live) == 5 and all(c.current_hash and c.message_count > 1 for c in live)
+    seeded_hashes = {c.conversation_id: c.current_hash for c in live}
+    with writing(url, 0.02, respond_after=0.2, conversations=live) as writer:
+        time.sleep(0.5)
+        updated = writer.rows_updated()
+        counted = rows(url, "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'api_requests'")[0][0]
+    written = writer.written
+    assert updated > 0 and (counted >= updated or bench.version < 15)  # the handshake flushed its statistics
+    assert len(written.inserts) > 20 and all(ok for _, _, ok in written.inserts)
+    assert len(written.updates) == len(written.inserts) and all(ok for _, _, ok in written.updates)
+    assert all(b[0] - a[0] == pytest.approx(0.2) for a, b in zip(written.inserts, written.updates))
+    new = rows(url, "SELECT conversation_id, parent_message_hash, current_message_hash, response_status "
+               "FROM api_requests WHERE api_key_hash = %s ORDER BY timestamp", (traffic.OLDER_API_KEY_HASH,))
+    assert len(new) == len(written.inserts) and {r[3] for r in new} == {200}
+    firsts = {}
+    for conversation, parent, current, _ in new:
+        firsts.setdefault(conversation, parent)
+    assert firsts == seeded_hashes  # each continued from its last seeded request
+    assert [c.conversation_id for c in written.conversations] == list(seeded_hashes)
+
+
+def test_the_chain_runs_each_migration_both_ways_with_inserts_and_responses_measured(bench, monkeypatch):
+    monkeypatch.setattr(writer_module, "SETTLE_SECONDS", 0.3)
+    results = chain.run(bench, SEED_BLOCK, every=0.01, respond_after=0.1)
+    assert results["migrations"] == chain.chain_ids()
+    for way in ("upstream", "ours"):
+        runs = results["ways"][way]["migrations"]
+        assert list(runs) == results["migrations"]
+        # (009 and 010 build nothing: their apply may end before an insert falls due)
+        assert sum(r["inserts"]["count"] for r in runs.values()) > 10
+        assert sum(r["updates"]["count"] for r in runs.values()) > 0
+        assert sum(len(r["samples"]["response updates"]) for r in runs.values()) > 20
+        before, after = results["ways"][way]["before"], results["ways"][way]["after"]
+        assert before["live_tuples"] > 30_000 and after["total_bytes"] > before["total_bytes"]
+        assert after["dead_tuples"] > 0 or after["autovacuums"] > 0  # the writer's response updates at least
+        assert not bench.exists(chain.SCRATCH[way])
+    ours = results["ways"]["ours"]
+    assert all(r["inserts"]["failed"] == 0 and r["updates"]["failed"] == 0 for r in ours["migrations"].values())
+    assert [s["step"] for s in ours["backfills"]] == [s["step"] for s in results["ways"]["upstream"]["backfills"]]
+    backfills = [(m, n) for m in results["migrations"] for n, s in enumerate(migration_steps(m), 1) if is_backfill(s)]
+    assert [(s["migration"], s["step"].split(" (")[0]) for s in ours["backfills"]] == [
+        (m, f"{m[:3]} step {n}") for m, n in backfills]
+    for step in ours["backfills"]:
+        assert step["seconds"] > 0 and step["at_most_once"] is True
+        assert step["row_updates"] is None or step["row_updates"] >= step["seeded_rows_changed"]
+    if not ours["backfills"]:
+        assert results["targets"][0]["met"] is None
+    assert len(chain.panels(results)) == 2
+
+
+def test_the_write_cost_copy_carries_exactly_upstreams_indexes_over_the_same_rows(bench, server):
+    migrated = writecost.migrated(bench)
+    copy = bench.create("nexus_benchmark_test_write_upstream", template=writecost.MIGRATED)
+    changed = writecost.give_upstream_indexes(copy)
+    assert "idx_api_requests_domain_newest_first" in changed["dropped"]
+    assert "idx_requests_conversation_detail" in changed["dropped"] + changed["built"]  # upstream's has no INCLUDE
+    # the indexes upstream's own scripts leave: its 000 and 001 as they were
+    # (tests/shapes.py), then 003 to 011; and its 002, had it committed
+    name = f"upstream_{uuid.uuid4().hex[:8]}"
+    shaped = server.ensure_database(name)
     try:
-        seeded = seed(bench, SEED_BLOCK)
-        before = catalog_of(seeded)
-        timed = builds_alone(bench)
-        built = [step.name for step in measured_indexes()]
-        assert list(timed) == built and len(built) == 8
-        assert all(t["plain"] > 0 and t["concurrent"] > 0 for t in timed.values())
-        assert catalog_of(seeded) == before  # the builds ran on the copy
-        assert not bench.execute("SELECT FROM pg_database WHERE datname = %s", (SCRATCH["builds"],))
+        conn = connect(shaped)
+        try:
+            build(conn, SHAPES["upstream-000-011"])
+            with conn.cursor() as cur:
+                cur.execute("ALTER TABLE api_requests ADD COLUMN total_tokens integer")  # what stopped upstream's 002
+                for number, statement in UPSTREAM_INDEXES:
+                    if number == "002":
+                        cur.execute(statement)
+        finally:
+            conn.close()
+        definitions = lambda url: {n: writecost._defined(d) for n, d in rows(url, writecost.INDEXES, ("api_requests",))}
+        expected = definitions(shaped)
     finally:
-        bench.drop(SCRATCH["seeded"])
-        bench.conn.close()
+        server.drop_database(name)
+    assert definitions(copy) == expected
+    assert len(expected) == len(upstream_indexes()) == 26
+    same = "SELECT count(*), md5(string_agg(request_id::text || coalesce(response_status, 0), ',' ORDER BY request_id)) " \
+           "FROM api_requests"
+    assert rows(copy, same) == rows(migrated, same)
+
+
+def test_the_write_cost_part_writes_the_same_requests_on_both_sides(bench):
+    results = writecost.run(bench, SEED_BLOCK, turns=2, per_turn=20)
+    ours, upstream = results["sides"]["ours"], results["sides"]["upstream"]
+    for side in (ours, upstream):
+        assert side["requests"] == 40 and side["requests_per_second"] > 0 and side["wal_bytes_per_request"] > 0
+        assert side["rows_after"] - side["rows_before"] == 40 + writecost.WARM_UP_REQUESTS
+        assert sum(side["index_bytes"].values()) == side["indexes_bytes"]
+    assert len(upstream["index_bytes"]) == 26 + 1  # and the primary key
+    assert set(ours["index_bytes"]) - set(upstream["index_bytes"]) == {
+        "idx_api_requests_domain_newest_first", "idx_requests_task_invocation_timestamp"}
+    assert [t["value"] for t in results["targets"]] == [round(v, 2) for v in writecost.ratios(results).values()]
+    assert not any(bench.exists(name) for name in writecost.SIDES.values())
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--requests", "100"), ("--requests must be at least 256",)),
+    (("--part", "everything"), ("--part", "invalid choice", "conversations", "chain", "write-cost")),
+    (("--write-turns", "0"), ("--write-turns",)),
+    (("--respond-after-ms", "-1"), ("--respond-after-ms",)),
+])
+def test_bad_arguments_get_one_line(args, words):
+    assert_one_line_error(run_script(PROJECT_ROOT, "benchmark", *args), *words, "scripts/benchmark --help")
+
+
+def test_a_server_that_refuses_gets_one_line_without_its_password():
+    url = f"postgresql://nexus:{SECRET}@127.0.0.1:9/postgres?connect_timeout=2"  # nothing listens on port 9
+    result = run_script(PROJECT_ROOT, "benchmark", "--database-url", url)
+    assert_one_line_error(result, "cannot connect to postgresql://nexus:***@127.0.0.1:9/postgres")
 
 
 def test_the_sampler_names_the_lock_an_insert_of_the_writer_waits_for(database_url, db):
@@ -97,18 +297,20 @@ def test_the_sampler_names_the_lock_an_insert_of_the_writer_waits_for(database_u
     insert.start()
     try:
         with sampling_waits(database_url) as waits:
-            wait_until(lambda: waits["Lock:relation"] >= 3, "the sampler saw the insert wait for the lock")
+            wait_until(lambda: waits["insert Lock:relation"] >= 3, "the sampler saw the insert wait for the lock")
     finally:
         db.cursor().execute("ROLLBACK")
         insert.join()
         writer.close()
-    assert set(waits) <= {"Lock:relation", "CPU"}  # CPU: the moment between the lock and the end
+    assert set(waits) <= {"insert Lock:relation", "insert CPU"}  # CPU: the moment between the lock and the end
 
 
 def test_latency_stats_count_the_window_only():
     samples = [(0.5, 0.001, True), (1.0, 0.002, True), (1.5, 2.0, True), (2.0, 0.0, False), (3.5, 9.0, True)]
-    assert latency_stats(samples, 1.0, 2.0) == {"inserts": 3, "failed": 1, "p50_ms": 2000.0, "p99_ms": 2000.0,
+    assert latency_stats(samples, 1.0, 2.0) == {"count": 3, "failed": 1, "p50_ms": 2000.0, "p99_ms": 2000.0,
                                                 "max_ms": 2000.0}
+    assert latency_stats(samples, 0.0, 4.0, excluded=[(1.2, 3.0)]) == {
+        "count": 3, "failed": 0, "p50_ms": 2.0, "p99_ms": 9000.0, "max_ms": 9000.0}
 
 
 def chart_pixels(png: bytes):
@@ -125,19 +327,27 @@ def count(pixels, red: tuple, green: tuple, blue: tuple) -> int:
                 & (b >= blue[0]) & (b <= blue[1])).sum())
 
 
+INSERT_BLUE = ((0, 0.3), (0.25, 0.45), (0.7, 1))  # plot.SERIES_COLORS, with some slack
+UPDATE_ORANGE = ((0.8, 1), (0.45, 0.65), (0, 0.15))
+
+
 def test_the_chart_is_matplotlibs_png_of_the_promised_size_with_the_runs_drawn():
     inserts = [(t / 10, 0.5 + t % 7, True) for t in range(300)]
+    updates = [(t / 10 + 1, 2.5 + t % 5, True) for t in range(300)]
     window = [(5.0, 20.0, "001")]
-    png = latency_chart([Panel("ours", (0, 0, 255), inserts + [(12.0, 0.0, False)], window)] * 2,
-                        width=400, panel_height=150)
+    drawn = Panel("ours", {"inserts": inserts + [(12.0, 0.0, False)], "response updates": updates}, window)
+    png = latency_chart([drawn] * 2, width=400, panel_height=150)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     kind, width, height = struct.unpack(">4sII", png[12:24])
     assert (kind, width, height) == (b"IHDR", 400, 300)
     assert re.search(rb"tEXtSoftware\x00Matplotlib version", png)  # what savefig writes
     pixels = chart_pixels(png)
     assert pixels.shape[:2] == (300, 400)
-    blue = count(pixels, (0, 0.3), (0, 0.3), (0.7, 1))
-    empty = chart_pixels(latency_chart([Panel("ours", (0, 0, 255), [], window)] * 2, width=400, panel_height=150))
-    assert blue > 2 * count(empty, (0, 0.3), (0, 0.3), (0.7, 1))  # the inserts, beyond the titles
+    # the same panels without their points: legends and titles only
+    empty = chart_pixels(latency_chart([Panel("ours", {"inserts": [], "response updates": []}, window)] * 2,
+                                       width=400, panel_height=150))
+    assert count(pixels, *INSERT_BLUE) > 2 * count(empty, *INSERT_BLUE) + 100  # the inserts
+    assert count(pixels, *UPDATE_ORANGE) > 2 * count(empty, *UPDATE_ORANGE) + 100  # the response updates
     assert count(pixels, (0.7, 1), (0, 0.3), (0, 0.3)) > 0  # the failed insert's red mark
+    assert count(empty, (0.7, 1), (0, 0.3), (0, 0.3)) == 0
     assert count(pixels, (0.87, 0.89), (0.87, 0.89), (0.87, 0.89)) > 400  # the shaded apply window

@@ -1,28 +1,34 @@
-"""scripts/benchmark's chart: the writer's insert latency over time, one panel
-per way of migrating, on a shared log-scale latency axis, with each
-migration's apply window shaded. Drawn with matplotlib's Agg renderer, which
-needs no screen; matplotlib comes with requirements-dev.txt (or the project's
-extra "benchmark"), not with what an operator installs."""
+"""scripts/benchmark's charts: the writer's latency over time, one panel per
+way of migrating, on a shared log-scale latency axis, with each migration's
+apply window shaded; a series per kind of statement (inserts, response
+updates). Drawn with matplotlib's Agg renderer, which needs no screen;
+matplotlib comes with requirements-dev.txt (or the project's extra
+"benchmark"), not with what an operator installs."""
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
 
-from .settings import OperatorError
+from ..settings import OperatorError
 
 DPI = 100
 WINDOW_GREY = "0.88"
 FAILED_RED = "#c81e1e"
-LOWEST_MS = 0.01  # a log axis shows no zero: faster inserts are drawn here
+LOWEST_MS = 0.01  # a log axis shows no zero: faster statements are drawn here
+# Each kind of statement in a color of its own (red is for failures).
+SERIES_COLORS = {"inserts": (20, 90, 200), "response updates": (230, 140, 0)}
+OTHER_COLOR = (90, 90, 90)
 
 
 @dataclass
 class Panel:
     title: str
-    color: tuple  # (red, green, blue), 0 to 255
-    points: list = field(default_factory=list)   # (seconds, latency ms, ok)
+    series: dict = field(default_factory=dict)   # label -> [(seconds, latency ms, ok)]
     windows: list = field(default_factory=list)  # (start s, end s, label)
+
+    def add(self, label: str, points) -> None:
+        self.series.setdefault(label, []).extend(points)
 
 
 def require_matplotlib():
@@ -43,22 +49,24 @@ def latency_chart(panels: list[Panel], width: int = 1200, panel_height: int = 30
     figure = Figure(figsize=(width / DPI, len(panels) * panel_height / DPI), dpi=DPI, layout="constrained")
     axes = figure.subplots(len(panels), 1, squeeze=False, sharey=True)[:, 0]
     for ax, panel in zip(axes, panels):
-        color = tuple(c / 255 for c in panel.color)
         for n, (start, end, label) in enumerate(panel.windows):
             ax.axvspan(start, end, color=WINDOW_GREY, zorder=0, label="apply window" if n == 0 else None)
             ax.annotate(label, (start, 1), xycoords=("data", "axes fraction"), xytext=(3, -3),
                         textcoords="offset points", va="top", fontsize=9, color="0.35")
-        done = [(t, max(ms, LOWEST_MS)) for t, ms, ok in panel.points if ok]
-        failed = [t for t, _, ok in panel.points if not ok]
-        if done:
-            ax.scatter(*zip(*done), s=4, color=color, linewidths=0, label="insert")
-        if failed:  # a failed insert has no latency: marked along the top
+        failed = []
+        for label, points in panel.series.items():
+            color = tuple(c / 255 for c in SERIES_COLORS.get(label, OTHER_COLOR))
+            done = [(t, max(ms, LOWEST_MS)) for t, ms, ok in points if ok]
+            failed += [t for t, _, ok in points if not ok]
+            if done:
+                ax.scatter(*zip(*done), s=4, color=color, linewidths=0, label=label)
+        if failed:  # a failed statement has no latency: marked along the top
             ax.scatter(failed, [0.97] * len(failed), transform=ax.get_xaxis_transform(), marker="x",
-                       s=20, color=FAILED_RED, label="failed insert")
+                       s=20, color=FAILED_RED, label="failed")
         ax.set_yscale("log")
-        ax.set_title(panel.title, loc="left", color=color, fontsize=11)
-        ax.set_xlabel("seconds since the writer's first insert")
-        ax.set_ylabel("insert latency (ms)")
+        ax.set_title(panel.title, loc="left", fontsize=11)
+        ax.set_xlabel("seconds since the writer's first statement")
+        ax.set_ylabel("latency (ms)")
         ax.set_xlim(left=0)
         ax.grid(True, which="major", color="0.9", linewidth=0.6)
         ax.legend(loc="upper right", fontsize=8, markerscale=2)

@@ -1,0 +1,4 @@
+from ..settings import run_cli
+from .cli import main
+
+run_cli(main)

@@ -1,0 +1,135 @@
+"""scripts/benchmark's command line: which parts to run, at what size, where
+the numbers go."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+from .. import PROJECT_ROOT
+from ..settings import OperatorError
+from . import __doc__ as DESCRIPTION
+from . import chain, conversations, writecost
+from .plot import require_matplotlib
+from .report import latency_chart, target_lines
+from .scratch import Server
+from .seed import REQUESTS_PER_CONVERSATION, SEEDED, seed
+
+# Each part: its module (run(), report(), panels()) and what it measures.
+PARTS = {
+    "conversations": (conversations, "001 and 002 both ways with the writer inserting; the dashboard's views; "
+                                     "each index built alone"),
+    "chain": (chain, "003 to 011 both ways with the writer inserting and recording responses; each backfill's "
+                     "time and row updates; the table's size and dead rows before and after"),
+    "write-cost": (writecost, "the proxy's writes, one request at a time, on our schema after 011 and on a copy "
+                              "with upstream's index set: requests per second, WAL per request, index sizes"),
+}
+MIN_REQUESTS = REQUESTS_PER_CONVERSATION * 4
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other failure of the benchmark
+        raise OperatorError(f"{message} (see scripts/benchmark --help)")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = _Parser(prog="scripts/benchmark", description=DESCRIPTION,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", action="append", choices=list(PARTS), metavar="PART",
+                        help="a part to run, again for several (default: all of them): "
+                             + "; ".join(f"{name}: {what}" for name, (_, what) in PARTS.items()))
+    parser.add_argument("--requests", type=int, default=1_000_000, metavar="N",
+                        help="requests to seed api_requests with (default 1,000,000)")
+    parser.add_argument("--insert-every-ms", type=float, default=5.0, metavar="MS",
+                        help="the writer inserts one request every MS milliseconds (default 5)")
+    parser.add_argument("--respond-after-ms", type=float, default=chain.RESPOND_AFTER_SECONDS * 1000, metavar="MS",
+                        help="in the chain, the writer records each request's response MS milliseconds after the "
+                             f"request was due (default {chain.RESPOND_AFTER_SECONDS * 1000:g})")
+    parser.add_argument("--query-runs", type=int, default=15, metavar="N",
+                        help="times each dashboard query runs; the median counts (default 15)")
+    parser.add_argument("--write-turns", type=int, default=writecost.TURNS, metavar="N",
+                        help=f"in write-cost, the turns each side takes (default {writecost.TURNS})")
+    parser.add_argument("--write-requests-per-turn", type=int, default=writecost.REQUESTS_PER_TURN, metavar="N",
+                        help=f"in write-cost, the requests of a turn (default {writecost.REQUESTS_PER_TURN:,})")
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmark-results", metavar="DIR",
+                        help="where benchmark.json and the charts (benchmark-PART.png) go (default benchmark-results/)")
+    parser.add_argument("--database-url", metavar="URL",
+                        help="a PostgreSQL server to run on, as postgresql://USER:PASSWORD@HOST:PORT/DBNAME "
+                             "(default: the local database of scripts/localdb, started if need be)")
+    args = parser.parse_args(argv)
+    if args.requests < MIN_REQUESTS:
+        parser.error(f"--requests must be at least {MIN_REQUESTS}")
+    if args.insert_every_ms <= 0:
+        parser.error("--insert-every-ms must be above 0")
+    if args.respond_after_ms < 0:
+        parser.error("--respond-after-ms must be 0 or more")
+    if args.write_turns < 1 or args.write_requests_per_turn < 1:
+        parser.error("--write-turns and --write-requests-per-turn must be at least 1")
+    if args.query_runs < 1:
+        parser.error("--query-runs must be at least 1")
+    args.part = [p for p in PARTS if p in (args.part or PARTS)]
+    return args
+
+
+def run(server: Server, args: argparse.Namespace) -> dict:
+    results: dict = {"date": date.today().isoformat(), "machine": f"{os.cpu_count()} cores, {platform.platform()}",
+                     "server": server.execute("SHOW server_version")[0][0], "requests": args.requests,
+                     "parts": args.part}
+    print(f"Seeding {args.requests:,} requests into {SEEDED} ...", flush=True)
+    started = time.monotonic()
+    seed(server, args.requests)
+    results["seed_seconds"] = round(time.monotonic() - started, 1)
+    results["seeded_size"] = server.size(SEEDED)
+    print(f"  {results['seed_seconds']} s, {results['seeded_size']}", flush=True)
+    if "conversations" in args.part:
+        results["conversations"] = conversations.run(server, args.requests, args.insert_every_ms / 1000,
+                                                     args.query_runs)
+    if "chain" in args.part:
+        results["chain"] = chain.run(server, args.requests, args.insert_every_ms / 1000,
+                                     args.respond_after_ms / 1000)
+    if "write-cost" in args.part:
+        results["write-cost"] = writecost.run(server, args.requests, args.write_turns, args.write_requests_per_turn)
+    return results
+
+
+def report(results: dict) -> str:
+    lines = [f"{results['requests']:,} requests seeded ({results['seeded_size']}), {results['server']}, "
+             f"{results['machine']}"]
+    for part in results["parts"]:
+        module = PARTS[part][0]
+        lines += ["", f"== {part} ==", *module.report(results[part]), "", "targets:",
+                  *target_lines(results[part]["targets"])]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    require_matplotlib()  # now, not after minutes of measuring
+    if args.database_url:
+        url = args.database_url
+    else:
+        from ..localdb import start_local_database
+        url = start_local_database()
+    server = Server(url)
+    try:
+        results = run(server, args)
+    finally:
+        server.drop_created()
+        server.close()
+    print()
+    print(report(results))
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = [args.out / "benchmark.json"]
+    written[0].write_text(json.dumps(results, indent=1) + "\n")
+    for part in results["parts"]:
+        panels = PARTS[part][0].panels(results[part])
+        if panels:
+            written.append(args.out / f"benchmark-{part}.png")
+            written[-1].write_bytes(latency_chart(panels))
+    print(f"\nwrote {', '.join(str(path) for path in written)}")
+    return 0
