@@ -165,3 +165,34 @@ AUDIT_ANALYSIS = """
                                     user_context, metadata)
     VALUES (%(event_type)s, %(outcome)s, %(conversation_id)s, %(branch_id)s, %(domain)s, %(request_id)s,
             %(user_context)s, %(metadata)s)"""
+
+# Dashboard: a domain's latest requests, newest first.
+LATEST_REQUESTS = """
+    SELECT request_id, domain, model, timestamp, input_tokens, output_tokens, duration_ms, response_status,
+           error, request_type
+      FROM api_requests
+     WHERE domain = %(domain)s
+     ORDER BY timestamp DESC
+     LIMIT %(limit)s"""
+
+# Dashboard: requests per model over a recent window (and likewise per request type).
+REQUESTS_PER_MODEL = """
+    SELECT model, count(*) AS requests
+      FROM api_requests
+     WHERE timestamp > %(since)s
+     GROUP BY model
+     ORDER BY requests DESC"""
+
+# The proxy: whether a parent message already has children in the
+# conversation (then the new request starts a branch), and on which branches.
+CHILDREN_OF_MESSAGE = """
+    SELECT count(*), array_agg(DISTINCT branch_id)
+      FROM api_requests
+     WHERE conversation_id = %(conversation_id)s AND parent_message_hash = %(parent)s"""
+
+# The analysis worker: the requests of the conversation branch it analyses.
+BRANCH_REQUESTS = """
+    SELECT request_id, timestamp, body, response_body
+      FROM api_requests
+     WHERE conversation_id = %(conversation_id)s AND branch_id = %(branch_id)s
+     ORDER BY created_at"""

@@ -316,6 +316,9 @@ PROMISES: dict[str, Promise] = {
         enums={"conversation_analysis_status": ("pending", "processing", "completed", "failed")},
         comments=("conversation_analyses", "conversation_analyses.custom_prompt", "analysis_audit_log"),
     ),
+    "012-drop-unused-indexes": Promise(retires=(
+        "idx_api_requests_domain", "idx_requests_conversation_id", "idx_api_requests_model",
+        "idx_api_requests_request_type", "idx_requests_branch_id", "idx_requests_message_count")),
 }
 
 # Index structure, which snapshot() renders only as a whole definition: every
@@ -609,6 +612,7 @@ _CONSTRAINT_INDEXES = """
 _WINDOW_ORDER = ("the conversation list's window functions number every row of every conversation; the "
                  "planner sorts them rather than read them in this index's order (docs/design.md)")
 _ONLY_APPENDED = "nothing reads analysis_audit_log: the proxy only appends to it"
+_ALONE = "no query looks rows up by this column alone (see 012)"
 
 # Indexes that upstream's scripts or the proxy's init SQL built, under
 # whatever name, which no query of the proxy's or the dashboard's uses, each
@@ -616,6 +620,15 @@ _ONLY_APPENDED = "nothing reads analysis_audit_log: the proxy only appends to it
 # the operator's call.
 UNUSED: list[tuple[Index, str]] = [
     (Index("api_requests", ("is_subtask",)), "a true/false column: no query looks rows up by it alone"),
+    # those of 000 and 001 that 012 drops, under other names
+    (Index("api_requests", ("domain",)),
+     "idx_api_requests_domain_newest_first begins with domain and serves every look-up by it (see 012)"),
+    (Index("api_requests", ("conversation_id",)),
+     "idx_requests_conversation_branch begins with conversation_id and serves every look-up by it (see 012)"),
+    (Index("api_requests", ("model",)), _ALONE),
+    (Index("api_requests", ("request_type",)), _ALONE),
+    (Index("api_requests", ("branch_id",)), _ALONE),
+    (Index("api_requests", ("message_count",)), _ALONE),
     (Index("api_requests", ("task_tool_invocation",), where="task_tool_invocation IS NOT NULL", method="gin"),
      "the proxy searches task_tool_invocation with jsonb_path_exists(), a function no index serves"),
     (Index("api_requests", ("response_body",), where="response_body IS NOT NULL", method="gin"),

@@ -102,9 +102,11 @@ def _describe(step, direction: str) -> str:
     if isinstance(step, Index) or (isinstance(step, RetiredIndex) and direction == "rollback"):
         return (f"outside a transaction (CONCURRENTLY cannot run in one). The runner first drops an INVALID\n"
                 f"-- {step.name} left by an interrupted build, and skips the build when a valid equivalent index exists.")
-    if isinstance(step, RetiredIndex):
+    if isinstance(step, RetiredIndex) and step.replaced_by:
         return (f"outside a transaction (CONCURRENTLY cannot run in one), once the runner has found\n"
                 f"-- {step.replaced_by}, which serves the same queries, valid.")
+    if isinstance(step, RetiredIndex):
+        return "outside a transaction (CONCURRENTLY cannot run in one): no query uses this index."
     if isinstance(step, Constraint) and direction == "apply":
         return ("added NOT VALID in a transaction of its own (new rows are checked from then on), then\n"
                 "-- validated in another, which reads the table without blocking writes. The runner adds nothing\n"

@@ -21,8 +21,9 @@ kinds of step:
   any name counts as present; one of our name but another definition is
   replaced by ours in one statement.
 - retired_index(drop, replaced_by=...): DROP INDEX CONCURRENTLY of an index an
-  earlier migration built, once the index that serves its queries is valid; the
-  rollback builds it again with that migration's own statement.
+  earlier migration built, once the index that serves its queries is valid (or
+  at once, where no query uses it); the rollback builds it again with that
+  migration's own statement.
 - check(sql): a condition (a DO block that raises); nothing to undo. After the
   steps it checks what the migration promises; before them it can refuse a
   database that the migration must not touch.
@@ -307,10 +308,12 @@ DROPPED_INDEX = re.compile(r"^\s*DROP\s+INDEX\s+CONCURRENTLY\s+IF\s+EXISTS\s+(\w
 
 @dataclass
 class RetiredIndex:
-    """An index an earlier migration built and a later one finds redundant."""
+    """An index an earlier migration built and a later one finds redundant:
+    another index (replaced_by) serves its queries, or no query uses it
+    (replaced_by None)."""
 
     apply_sql: str
-    replaced_by: str
+    replaced_by: str | None
 
     def __post_init__(self):
         match = DROPPED_INDEX.match(self.apply_sql)
@@ -330,7 +333,7 @@ class RetiredIndex:
 
     def apply(self, conn) -> None:
         with conn.cursor() as cur:
-            serving = equivalent_index(cur, self.replaced_by)
+            serving = equivalent_index(cur, self.replaced_by) if self.replaced_by else "no query"
             if serving is None:
                 raise OperatorError(
                     f"{self.name} is not dropped: {self.replaced_by}, which serves its queries, is missing or "
@@ -439,7 +442,7 @@ def constraint(add: str, drop: str) -> Constraint:
     return Constraint(add, drop)
 
 
-def retired_index(drop: str, *, replaced_by: str) -> RetiredIndex:
+def retired_index(drop: str, *, replaced_by: str | None) -> RetiredIndex:
     return RetiredIndex(drop, replaced_by)
 
 

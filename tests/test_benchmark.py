@@ -208,7 +208,9 @@ def test_the_chain_runs_each_migration_both_ways_with_inserts_and_responses_meas
         assert sum(r["updates"]["count"] for r in runs.values()) > 0
         assert sum(len(r["samples"]["response updates"]) for r in runs.values()) > 20
         before, after = results["ways"][way]["before"], results["ways"][way]["after"]
-        assert before["live_tuples"] > 30_000 and after["total_bytes"] > before["total_bytes"]
+        # the writer's rows are in; (012 drops indexes, so the size may go either way)
+        assert before["live_tuples"] > 30_000 and after["live_tuples"] > before["live_tuples"]
+        assert after["total_bytes"] > 0
         assert after["dead_tuples"] > 0 or after["autovacuums"] > 0  # the writer's response updates at least
         assert not bench.exists(chain.SCRATCH[way])
     ours = results["ways"]["ours"]

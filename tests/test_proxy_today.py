@@ -18,9 +18,10 @@ import psycopg2
 import pytest
 from psycopg2.extras import Json
 
-from nexus_migrate.proxy_sql import (ACCOUNT_USAGE, AUDIT_ANALYSIS, CLAIM_ANALYSIS, CONVERSATION_LIST,
-                                    MARK_TASK_CALLS, REQUEST_ANALYSIS, SUBTASK_SEQUENCE, TASK_CHILDREN, TASK_LOOKUP,
-                                    TASK_MATCH)
+from nexus_migrate.proxy_sql import (ACCOUNT_USAGE, AUDIT_ANALYSIS, BRANCH_REQUESTS, CHILDREN_OF_MESSAGE,
+                                    CLAIM_ANALYSIS, CONVERSATION_LIST, LATEST_REQUESTS, MARK_TASK_CALLS,
+                                    REQUEST_ANALYSIS, REQUESTS_PER_MODEL, SUBTASK_SEQUENCE, TASK_CHILDREN,
+                                    TASK_LOOKUP, TASK_MATCH)
 from nexus_migrate.migrate import yoyo as yoyo_cli
 from nexus_migrate.schema import valid_indexes
 
@@ -74,6 +75,10 @@ TRAFFIC = """
 def md5_uuid(text: str) -> str:
     """The uuid md5(text)::uuid gives, as TRAFFIC names its rows."""
     return str(uuid.UUID(hashlib.md5(text.encode()).hexdigest()))
+
+
+def md5_hex(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
 
 
 LONG_CONVERSATION = md5_uuid("long conversation")
@@ -132,6 +137,20 @@ READS = {
                              "idx_requests_task_invocation_timestamp"),
     # the analysis worker: the oldest pending analysis
     "analysis claim": (CLAIM_ANALYSIS, lambda: {"max_retries": 3}, "idx_conversation_analyses_status"),
+    # Reads that 012's indexes once served, served by others:
+    # the dashboard: a domain's latest requests ((domain) dropped)
+    "latest requests of a domain": (LATEST_REQUESTS, lambda: {"domain": "team-3.example.com", "limit": 50},
+                                    "idx_api_requests_domain_newest_first"),
+    # the dashboard: requests per model of the last day ((model) dropped)
+    "requests per model": (REQUESTS_PER_MODEL, lambda: {"since": NOW - timedelta(days=1)},
+                           "idx_api_requests_timestamp"),
+    # the proxy: a parent message's children in its conversation ((conversation_id) dropped)
+    "children of a message": (CHILDREN_OF_MESSAGE, lambda: {"conversation_id": md5_uuid("c5"),
+                                                            "parent": md5_hex("m605") + md5_hex("n605")},
+                              "idx_requests_parent_message_hash"),
+    # the analysis worker: a conversation branch's requests ((conversation_id), (branch_id) dropped)
+    "requests of a branch": (BRANCH_REQUESTS, lambda: {"conversation_id": md5_uuid("c5"), "branch_id": "main"},
+                             "idx_requests_conversation_branch"),
 }
 
 
