@@ -218,9 +218,11 @@ class _Counts:
     changed: int
 
 
-def _batch(conn, rule: Rule, params: dict, first: uuid.UUID, size: int | None, last: uuid.UUID | None = None):
+def _batch(conn, name: str, rule: Rule, params: dict, first: uuid.UUID, size: int | None,
+           last: uuid.UUID | None = None):
     """One batch in a transaction of its own, from key first: size rows of
-    the table walked, or up to key last. Returns (last key, counts)."""
+    the table walked, or up to key last. Returns (last key, counts). The
+    statement starts with the backfill's name, which pg_stat_activity shows."""
     timeout, attempts = lock_timeout_ms(), lock_attempts()
     with conn.cursor() as cur:
         for attempt in range(1, attempts + 1):
@@ -239,7 +241,7 @@ def _batch(conn, rule: Rule, params: dict, first: uuid.UUID, size: int | None, l
                     end = LAST_KEY if rows < size else uuid.UUID(str(end))
                 else:
                     rows, end = None, last
-                cur.execute(rule.statement(params, first, end))
+                cur.execute(f"-- {name}: a batch\n" + rule.statement(params, first, end))
                 todo, locked, changed = cur.fetchone()
                 cur.execute("COMMIT")
                 return end, _Counts(rows if rows is not None else todo, todo, locked, changed)
@@ -328,7 +330,7 @@ def run(conn, name: str, rule: Rule, params: dict) -> None:
     first = FIRST_KEY
     while True:
         started = time.monotonic()
-        last, counts = _batch(conn, rule, params, first, size)
+        last, counts = _batch(conn, name, rule, params, first, size)
         elapsed = time.monotonic() - started
         progress.add(counts)
         if counts.locked < counts.todo and not rule.groups:
@@ -346,7 +348,7 @@ def run(conn, name: str, rule: Rule, params: dict) -> None:
         time.sleep(backoff_seconds(attempt))
         ranges, again = again, []
         for first, last in ranges:
-            _, counts = _batch(conn, rule, params, first, None, last)
+            _, counts = _batch(conn, name, rule, params, first, None, last)
             progress.changed += counts.changed
             if counts.locked < counts.todo:
                 again.append((first, last))
