@@ -14,6 +14,7 @@ import argparse
 from yoyo import read_migrations
 
 from . import MIGRATIONS_DIR
+from .accounts import account_map
 from .backfill import Backfill
 from .catalog import applied_migrations
 from .connection import connect
@@ -67,6 +68,7 @@ def main(argv: list[str]) -> int:
                         help="a migration (its number is enough: 005); by default every applied one")
     args = parser.parse_args(argv)
     load_env()
+    account_map()  # a malformed NEXUS_ACCOUNT_MAP stops here, before anything connects
     migrations = with_backfills()
     with guarded_session("backfill") as (conn, url):
         todo = chosen(migrations, args.id, applied_migrations(conn, migration_table()))

@@ -16,6 +16,7 @@ from yoyo.exceptions import LockTimeout
 from yoyo.scripts.main import make_argparser
 
 from . import YOYO_CONFIG, backfill_cli, backup, rehearse, sqlplan
+from .accounts import account_map
 from .guards import guarded_session, left_lock
 from .settings import OperatorError, database_url, load_env, run_cli
 from .steps import ALLOW_DATA_LOSS, ALLOW_DATA_LOSS_OPTION
@@ -54,6 +55,9 @@ YOYO_SUMMARIES = {
     "init": "write a yoyo.ini and a migrations folder (this project has both)",
 }
 YOYO_ANY = "yoyo's command of that name"
+
+# yoyo commands that run migrations' apply steps, 005's backfill among them
+APPLYING_COMMANDS = {"apply", "reapply", "develop"}
 
 # yoyo commands that do not touch a database
 NO_DATABASE = {"new", "init"}
@@ -199,6 +203,8 @@ def main(argv: list[str]) -> int:
     if command in NO_DATABASE:
         os.environ.setdefault("DATABASE_URL", "")
         return yoyo(argv)
+    if command in APPLYING_COMMANDS:
+        account_map()  # a malformed NEXUS_ACCOUNT_MAP stops the run before it changes anything
     if backup_dir is not None:
         backup.backup(database_url(), backup_dir)
     return guarded(command, argv)
