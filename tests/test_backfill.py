@@ -227,3 +227,37 @@ def test_rows_the_proxy_holds_are_visited_again_and_then_given_up_on(stored, db,
         holder.close()
     assert migrate(database_url, "backfill", "007").returncode == 0
     assert read(db)[new["late"]]["parent_request_id"] is not None
+
+
+def backfills():
+    from nexus_migrate.backfill import Backfill
+    for migration in MIGRATIONS:
+        migration.load()
+        yield from ((migration.id, s) for s in migration.module.steps if isinstance(s, Backfill))
+
+
+def test_the_blocking_statements_give_the_same_answer_in_one_update_each(yoyo, db, monkeypatch, tmp_path):
+    """What the benchmark times as the original scripts' way: each rule as one
+    UPDATE over the whole table, run in order on the stored history."""
+    yoyo("apply")
+    h = history()
+    store(db, h)
+    monkeypatch.setenv("NEXUS_ACCOUNT_MAP", write_map(tmp_path))
+    with db.cursor() as cur:
+        for _, step in backfills():
+            [statement] = step.blocking_statements()
+            assert "BETWEEN" not in statement and "SKIP LOCKED" not in statement
+            cur.execute(statement)
+    assert_rows(read(db), expected(h), h)
+
+
+def test_sql_shows_each_backfill_as_a_batched_statement_and_its_batch_predicate():
+    whole_range = "t.request_id BETWEEN '00000000-0000-0000-0000-000000000000' AND 'ffffffff-ffff-ffff-ffff-ffffffffffff'"
+    script = run_script(PROJECT_ROOT, "migrate", "sql", "--offline").stdout
+    names = [step.name for _, step in backfills()]
+    assert len(names) == 5
+    for name in names:
+        assert f"-- a backfill, {name}: the runner sends this statement once per batch" in script
+    assert script.count(whole_range) == 5
+    undo = run_script(PROJECT_ROOT, "migrate", "sql", "rollback", "--all", "--offline").stdout
+    assert undo.count(whole_range) == 1 and "DELETE FROM api_requests_subtask_moves" in undo
