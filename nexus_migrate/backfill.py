@@ -206,6 +206,10 @@ class Backfill:
             if notice:
                 print(notice, flush=True)
                 return
+        if direction == "rollback" and not _exists(conn, rule.walk):
+            # 008 applied by a version without its record: nothing kept, nothing to put back
+            print(f"{self.name} (rollback): {rule.walk} does not exist, nothing to put back", flush=True)
+            return
         name = self.name if direction == "apply" else f"{self.name} (rollback)"
         run(conn, name, rule, self.params())
 
@@ -262,6 +266,12 @@ def _batch(conn, name: str, rule: Rule, params: dict, first: uuid.UUID, size: in
 
 def _first_words(rule: Rule) -> str:
     return " ".join(rule.update.split())[:60]
+
+
+def _exists(conn, table: str) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+        return cur.fetchone()[0]
 
 
 def _estimate(conn, table: str) -> int | None:
