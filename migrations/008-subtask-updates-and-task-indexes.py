@@ -71,25 +71,28 @@ steps = migration(
     backfill(
         "008 sub-tasks into their parent's conversation",
         find=f"""
+            WITH joined AS MATERIALIZED (  -- first, the few conversations this batch's starts join
+                SELECT DISTINCT p.conversation_id
+                  FROM api_requests t JOIN api_requests p ON p.request_id = t.parent_task_request_id
+                 WHERE {{batch}} AND {pending("t", "p")}
+            ), sub AS (
+                SELECT s.request_id AS start_id, s.conversation_id AS own_conversation_id,
+                       target.conversation_id, target.base,
+                       row_number() OVER (PARTITION BY target.conversation_id ORDER BY s.timestamp, s.request_id) AS n
+                  FROM joined
+                 CROSS JOIN LATERAL (
+                       SELECT joined.conversation_id,
+                              coalesce(max(substring(x.branch_id FROM '^subtask_(\\d+)')::integer), 0)
+                         FROM api_requests x
+                        WHERE x.conversation_id = joined.conversation_id AND x.branch_id LIKE 'subtask_%'
+                       ) AS target (conversation_id, base)
+                  JOIN api_requests p ON p.conversation_id = target.conversation_id
+                  JOIN api_requests s ON s.parent_task_request_id = p.request_id
+                 WHERE {pending("s", "p")}
+            )
             SELECT c.request_id, c.conversation_id AS was_conversation_id, c.branch_id AS was_branch_id,
                    sub.conversation_id, 'subtask_' || (sub.base + sub.n) AS branch_id
-              FROM (SELECT s.request_id AS start_id, s.conversation_id AS own_conversation_id,
-                           target.conversation_id, target.base,
-                           row_number() OVER (PARTITION BY target.conversation_id
-                                              ORDER BY s.timestamp, s.request_id) AS n
-                      FROM (SELECT DISTINCT p.conversation_id
-                              FROM api_requests t JOIN api_requests p ON p.request_id = t.parent_task_request_id
-                             WHERE {{batch}} AND {pending("t", "p")}) AS joined
-                     CROSS JOIN LATERAL (
-                           SELECT joined.conversation_id,
-                                  coalesce(max(substring(x.branch_id FROM '^subtask_(\\d+)')::integer), 0)
-                             FROM api_requests x
-                            WHERE x.conversation_id = joined.conversation_id AND x.branch_id LIKE 'subtask_%'
-                           ) AS target (conversation_id, base)
-                      JOIN api_requests p ON p.conversation_id = target.conversation_id
-                      JOIN api_requests s ON s.parent_task_request_id = p.request_id
-                     WHERE {pending("s", "p")}
-                   ) AS sub
+              FROM sub
              CROSS JOIN LATERAL (SELECT sub.start_id
                                   UNION
                                  SELECT r.request_id FROM api_requests r
