@@ -3,9 +3,17 @@
 
 The proxy writes account_id from the accountId of each domain's credential
 file; the dashboard adds up an account's tokens over a time window with it.
+
+Older rows get theirs from the operator's mapping of domains to accounts,
+NEXUS_ACCOUNT_MAP (a file of domain,account_id lines, or the proxy's
+credentials directory; see nexus_migrate/accounts.py). Without it the column
+and its index are built, and one line says how many rows wait for an account
+and how to fill them later (scripts/migrate backfill 005-populate-account-ids).
+Upstream's 005 filled in its own maintainers' domains instead.
 """
 
-from nexus_migrate.steps import ddl, index, migration
+from nexus_migrate import accounts
+from nexus_migrate.steps import backfill, ddl, index, migration
 
 __depends__ = {"004-optimize-conversation-window-functions"}
 __transactional__ = False  # see 000: each step takes a short transaction of its own
@@ -28,5 +36,24 @@ steps = migration(
             ON api_requests (account_id, timestamp DESC) WHERE account_id IS NOT NULL
         """,
         "DROP INDEX CONCURRENTLY IF EXISTS idx_requests_account_timestamp",
+    ),
+    # Only where the proxy wrote none, and only for a domain of the mapping,
+    # exactly as written (with its port, if any).
+    backfill(
+        "005 accounts",
+        find="""
+            SELECT t.request_id, map.account_id
+              FROM api_requests t
+              JOIN unnest(%(domains)s::text[], %(accounts)s::text[]) AS map (domain, account_id)
+                ON map.domain = t.domain
+             WHERE {batch} AND t.account_id IS NULL
+        """,
+        update="""
+            UPDATE api_requests t SET account_id = todo.account_id
+              FROM todo JOIN locked USING (request_id)
+             WHERE t.request_id = todo.request_id AND t.account_id IS NULL
+        """,
+        params=accounts.params,
+        unless=accounts.without_map,
     ),
 )

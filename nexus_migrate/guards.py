@@ -24,11 +24,12 @@ import time
 from contextlib import contextmanager
 from datetime import datetime
 
+import psycopg2
 from psycopg2 import sql
 
 from . import YOYO_CONFIG
-from .connection import LEAST_PRIVILEGE
-from .settings import OperatorError
+from .connection import LEAST_PRIVILEGE, connect, explain
+from .settings import OperatorError, database_url
 
 # The advisory lock's key (any constant; the key space is per database). In
 # pg_locks it shows as locktype 'advisory', classid 0, objid LOCK_KEY, objsubid 1.
@@ -150,3 +151,33 @@ def left_lock(conn, command: str) -> OperatorError | None:
         f"yoyo's lock was taken by process {pid}{when}, and no scripts/migrate run holds this database "
         "any more: that process was killed or stopped. Unless a plain `yoyo` command is migrating this "
         f"database right now, run scripts/migrate break-lock, then scripts/migrate {command} again")
+
+
+@contextmanager
+def guarded_session(command: str):
+    """For a command of scripts/migrate that changes DATABASE_URL: a connection
+    (yielded with the URL) that holds this run's turn, once the rights are
+    checked and no stale yoyo lock is found; a database error inside becomes
+    one line with its fix where there is one."""
+    url = database_url()  # fails with one line when it is missing or malformed
+    # Every session of this run, yoyo's too, is named in pg_stat_activity; and an
+    # address that swallows packets fails in seconds, not in TCP's two minutes.
+    os.environ.setdefault("PGAPPNAME", application_name(command))
+    os.environ.setdefault("PGCONNECT_TIMEOUT", "10")
+    conn = connect(url)
+    try:
+        with one_run_at_a_time(conn, command):
+            check_rights(conn)
+            if command != "break-lock":
+                stale = left_lock(conn, command)
+                if stale:
+                    raise stale
+            try:
+                yield conn, url
+            except psycopg2.Error as exc:
+                explained = explain(exc, url)
+                if explained:
+                    raise explained from None
+                raise
+    finally:
+        conn.close()

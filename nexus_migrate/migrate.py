@@ -11,14 +11,13 @@ import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
-import psycopg2
 from yoyo.config import read_config
 from yoyo.exceptions import LockTimeout
 from yoyo.scripts.main import make_argparser
 
-from . import YOYO_CONFIG, backup, rehearse, sqlplan
-from .connection import connect, explain
-from .guards import application_name, check_rights, left_lock, one_run_at_a_time
+from . import YOYO_CONFIG, backfill_cli, backup, rehearse, sqlplan
+from .accounts import account_map
+from .guards import guarded_session, left_lock
 from .settings import OperatorError, database_url, load_env, run_cli
 from .steps import ALLOW_DATA_LOSS, ALLOW_DATA_LOSS_OPTION
 from .verify_cli import main as verify
@@ -38,6 +37,7 @@ OWN_COMMANDS = {
     "verify": OwnCommand(verify, "compare the database with what its applied migrations promise"),
     "rehearse": OwnCommand(rehearse.main, "the pending migrations on a scratch copy of the schema; the target is only read"),
     "sql": OwnCommand(sqlplan.main, "print the SQL that apply (sql rollback: rollback) would run, running none of it"),
+    "backfill": OwnCommand(backfill_cli.main, "finish the backfills of applied migrations (backfill ID: of one), in batches"),
 }
 
 # Our line for each of yoyo's commands; one that a later yoyo adds is listed
@@ -55,6 +55,9 @@ YOYO_SUMMARIES = {
     "init": "write a yoyo.ini and a migrations folder (this project has both)",
 }
 YOYO_ANY = "yoyo's command of that name"
+
+# yoyo commands that run migrations' apply steps, 005's backfill among them
+APPLYING_COMMANDS = {"apply", "reapply", "develop"}
 
 # yoyo commands that do not touch a database
 NO_DATABASE = {"new", "init"}
@@ -163,32 +166,13 @@ def yoyo(argv: list[str]) -> int:
 
 def guarded(command: str, argv: list[str]) -> int:
     """yoyo's command on DATABASE_URL, after our checks and holding our lock."""
-    url = database_url()  # fails with one line when it is missing or malformed
-    # Every session of this run, yoyo's too, is named in pg_stat_activity; and an
-    # address that swallows packets fails in seconds, not in TCP's two minutes.
-    os.environ.setdefault("PGAPPNAME", application_name(command))
-    os.environ.setdefault("PGCONNECT_TIMEOUT", "10")
-    conn = connect(url)
-    try:
-        with one_run_at_a_time(conn, command):
-            check_rights(conn)
-            if command != "break-lock":
-                stale = left_lock(conn, command)
-                if stale:
-                    raise stale
-            try:
-                return yoyo(argv)
-            except psycopg2.Error as exc:
-                explained = explain(exc, url)
-                if explained:
-                    raise explained from None
-                raise
-            except LockTimeout:  # a plain `yoyo` run took the lock after we looked
-                raise left_lock(conn, command) or OperatorError(
-                    f"another yoyo run held yoyo's lock for over 10 s: scripts/migrate {command} again"
-                ) from None
-    finally:
-        conn.close()
+    with guarded_session(command) as (conn, url):
+        try:
+            return yoyo(argv)
+        except LockTimeout:  # a plain `yoyo` run took the lock after we looked
+            raise left_lock(conn, command) or OperatorError(
+                f"another yoyo run held yoyo's lock for over 10 s: scripts/migrate {command} again"
+            ) from None
 
 
 def main(argv: list[str]) -> int:
@@ -219,6 +203,8 @@ def main(argv: list[str]) -> int:
     if command in NO_DATABASE:
         os.environ.setdefault("DATABASE_URL", "")
         return yoyo(argv)
+    if command in APPLYING_COMMANDS:
+        account_map()  # a malformed NEXUS_ACCOUNT_MAP stops the run before it changes anything
     if backup_dir is not None:
         backup.backup(database_url(), backup_dir)
     return guarded(command, argv)

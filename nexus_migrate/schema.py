@@ -259,6 +259,15 @@ PROMISES: dict[str, Promise] = {
         comments=("api_requests.parent_request_id",),
     ),
     "008-subtask-updates-and-task-indexes": Promise(
+        columns={
+            "api_requests_subtask_moves": {
+                "request_id": Column("uuid", not_null=True),
+                "conversation_id": Column("uuid"),
+                "branch_id": Column(varchar(255)),
+            },
+        },
+        constraints={"api_requests_subtask_moves": {"api_requests_subtask_moves_pkey": "PRIMARY KEY (request_id)"}},
+        comments=("api_requests_subtask_moves",),
         indexes={"idx_api_requests_domain_newest_first": Index("api_requests", ("domain", "\"timestamp\" DESC"))},
     ),
     "009-add-response-body-gin-index": Promise(),

@@ -32,6 +32,7 @@ from yoyo.scripts.migrate import migrations_to_revision
 from . import MIGRATIONS_DIR, YOYO_CONFIG
 from .pgclient import read_only_url
 from .settings import OperatorError, database_url, load_env, mask_password
+from .backfill import Backfill
 from .steps import ALLOW_DATA_LOSS, Check, Constraint, Index, RetiredIndex, lock_attempts, rendered_sql
 
 
@@ -112,6 +113,12 @@ def _describe(step, direction: str) -> str:
                 "-- validated in another, which reads the table without blocking writes. The runner adds nothing\n"
                 "-- when a constraint of the same definition exists under any name, and replaces one of this\n"
                 "-- name but another definition (DROP CONSTRAINT ..., ADD CONSTRAINT ... in one statement).")
+    if isinstance(step, Backfill):
+        return (f"a backfill, {step.name}: the runner sends this statement once per batch of rows, each in a\n"
+                "-- transaction of its own, with the batch's own keys in `t.request_id BETWEEN ... AND ...` (shown here\n"
+                "-- with the whole key range: one batch, which psql runs as one transaction), sized to\n"
+                f"-- NEXUS_BATCH_SECONDS, and visits again the rows it skipped while the proxy held them. psql cannot\n"
+                "-- reproduce that loop; the result is the same.")
     if isinstance(step, Check):
         return "a check, outside a transaction: raises an error if the database is not as the migration needs."
     return "in a transaction of its own."

@@ -29,6 +29,10 @@ kinds of step:
   database that the migration must not touch.
 - widen_varchar(table, column, length): raises a VARCHAR's limit where it is
   lower, which rewrites nothing; no undo (a wider column loses nothing).
+- backfill(name, find=, update=, keep=, undo=): a rule applied to the rows
+  of api_requests that still need it, in short batches by primary key, each
+  its own transaction under the lock_timeout (see backfill.py); undo, where
+  the rollback must restore what it overwrote, from what keep saved.
 
 migration(*steps) registers them with yoyo as one group, which changes two
 things in how yoyo treats a migration that runs outside a transaction:
@@ -446,6 +450,23 @@ def retired_index(drop: str, *, replaced_by: str | None) -> RetiredIndex:
     return RetiredIndex(drop, replaced_by)
 
 
+def backfill(name: str, *, find: str, update: str, keep: str | None = None, groups: bool = False,
+             undo=None, params=dict, unless=None):
+    """A Backfill step (backfill.py, imported here late: it builds on this module)."""
+    from .backfill import Backfill, Rule
+
+    return Backfill(name, Rule(find, update, keep, groups=groups), undo, params, unless)
+
+
+def backfill_undo(*, walk: str, find: str, update: str, keep: str | None = None):
+    """The rollback of a backfill: walks the table where its keep saved what
+    it overwrote, puts it back and (keep) deletes what it put back. The rows
+    of a group go back together."""
+    from .backfill import Rule
+
+    return Rule(find, update, keep, walk=walk, groups=True)
+
+
 @dataclass
 class Widening(Ddl):
     """A ddl step that raises table.column's VARCHAR limit to length where it is
@@ -504,15 +525,18 @@ DROPPED_COLUMN = re.compile(r"\bDROP\s+COLUMN\s+IF\s+EXISTS\s+(\w+)", re.I)
 
 
 def destroys(steps) -> tuple[list[str], list[tuple[str, str]]]:
-    """The tables and (table, column) pairs that the rollbacks of steps drop."""
+    """The tables and (table, column) pairs that the rollbacks of steps drop.
+    Not a table of kept values that a backfill's rollback puts back before it
+    is dropped: its rows are restored, not lost."""
     tables, columns = [], []
+    restored = {getattr(s, "restores", None) for s in steps}
     for s in steps:
         sql = s.rollback_sql or ""
         tables += DROPPED_TABLE.findall(sql)
         altered = ALTERED_TABLE.search(sql)
         if altered:
             columns += [(altered.group(1), c) for c in DROPPED_COLUMN.findall(sql)]
-    return tables, [(t, c) for t, c in columns if t not in tables]
+    return [t for t in tables if t not in restored], [(t, c) for t, c in columns if t not in tables]
 
 
 def data_at_risk(conn, steps) -> list[str]:

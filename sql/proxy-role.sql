@@ -25,6 +25,9 @@ GRANT USAGE ON SEQUENCE conversation_analyses_id_seq TO nexus_proxy;
 GRANT INSERT ON analysis_audit_log TO nexus_proxy;
 GRANT USAGE ON SEQUENCE analysis_audit_log_id_seq TO nexus_proxy;
 
+-- api_requests_subtask_moves (008: where each sub-task row was before it
+-- moved, for 008's rollback) is the migrations' own record: not granted
+
 -- the dashboard reads the hourly rollup; refreshing it is the owner's job
 -- (REFRESH MATERIALIZED VIEW needs ownership: see docs/operating.md)
 GRANT SELECT ON hourly_stats TO nexus_proxy;

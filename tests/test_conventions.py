@@ -9,6 +9,7 @@ import pytest
 from nexus_migrate import MIGRATIONS_DIR
 from nexus_migrate.catalog import snapshot
 from nexus_migrate.schema import PROMISES, promised_index
+from nexus_migrate.backfill import Backfill
 from nexus_migrate.steps import Check, Constraint, Ddl, Index, RetiredIndex
 
 from .migrations import MIGRATIONS
@@ -36,7 +37,7 @@ def test_each_migration_depends_on_the_one_before_it():
 
 @pytest.mark.parametrize("migration", MIGRATIONS, ids=lambda m: m.id)
 def test_each_migration_is_plain_sql_with_a_docstring_and_a_promise(migration):
-    assert all(isinstance(s, (Ddl, Index, RetiredIndex, Constraint, Check)) and isinstance(s.apply_sql, str)
+    assert all(isinstance(s, (Ddl, Index, RetiredIndex, Constraint, Check, Backfill)) and isinstance(s.apply_sql, str)
                and isinstance(s.rollback_sql, (str, type(None))) for s in steps(migration))
     assert (migration.module.__doc__ or "").strip(), "say what the migration is for"
     assert migration.id in PROMISES, "add what it builds to nexus_migrate/schema.py, for verify()"
@@ -54,8 +55,9 @@ def test_indexes_are_built_concurrently_outside_a_transaction(migration):
 
 
 def test_every_step_has_a_rollback_unless_it_changes_nothing(yoyo, db):
-    """Steps without a rollback are checks and ANALYZE. Run again on a migrated
-    database, each leaves the catalog as it found it."""
+    """Steps without a rollback are checks, ANALYZE and backfills whose values
+    go with their column. Run again on a migrated database, each leaves the
+    catalog as it found it."""
     yoyo("apply")
     unpaired = [(m.id, s.apply_sql) for m in MIGRATIONS for s in steps(m) if s.rollback_sql is None]
     assert unpaired, "expected the post-checks here"
