@@ -118,7 +118,7 @@ steps = migration(
         """,
         update="""
             UPDATE api_requests t SET task_tool_invocation = todo.calls
-              FROM todo JOIN locked USING (request_id)
+              FROM todo
              WHERE t.request_id = todo.request_id AND t.task_tool_invocation IS NULL
         """,
     ),
@@ -162,7 +162,7 @@ steps = migration(
         """,
         update="""
             UPDATE api_requests t SET parent_task_request_id = todo.parent_task_request_id, is_subtask = true
-              FROM todo JOIN locked USING (request_id)
+              FROM todo
              WHERE t.request_id = todo.request_id AND t.parent_task_request_id IS NULL
         """,
         groups=True,

@@ -50,7 +50,7 @@ steps = migration(
         """,
         update="""
             UPDATE api_requests t SET account_id = todo.account_id
-              FROM todo JOIN locked USING (request_id)
+              FROM todo
              WHERE t.request_id = todo.request_id AND t.account_id IS NULL
         """,
         params=accounts.params,

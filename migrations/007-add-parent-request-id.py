@@ -78,7 +78,7 @@ steps = migration(
         """,
         update="""
             UPDATE api_requests t SET parent_request_id = todo.parent_request_id
-              FROM todo JOIN locked USING (request_id)
+              FROM todo
              WHERE t.request_id = todo.request_id AND t.parent_request_id IS NULL
         """,
     ),

@@ -101,7 +101,7 @@ steps = migration(
         """,
         update="""
             UPDATE api_requests t SET conversation_id = todo.conversation_id, branch_id = todo.branch_id
-              FROM todo JOIN locked USING (request_id)
+              FROM todo
              WHERE t.request_id = todo.request_id AND t.conversation_id IS NOT DISTINCT FROM todo.was_conversation_id
             RETURNING t.request_id, todo.was_conversation_id, todo.was_branch_id
         """,
@@ -116,7 +116,7 @@ steps = migration(
             find="SELECT t.request_id, t.conversation_id, t.branch_id FROM api_requests_subtask_moves t WHERE {batch}",
             update="""
                 UPDATE api_requests t SET conversation_id = todo.conversation_id, branch_id = todo.branch_id
-                  FROM todo JOIN locked USING (request_id)
+                  FROM todo
                  WHERE t.request_id = todo.request_id
             """,
             keep="DELETE FROM api_requests_subtask_moves k USING todo WHERE k.request_id = todo.request_id",

@@ -8,17 +8,17 @@ A migration states a rule as SQL, in three parts (see steps.backfill):
   primary key of the table walked (alias t): `t.request_id BETWEEN first AND
   last`. What "still needs it" means is the rest of its WHERE clause, so a
   batch that died, an interrupted run or a second run just continues.
-- update: an UPDATE of api_requests from `todo` (what find returned) joined to
-  `locked` (the rows of todo this batch could lock), which checks again that
-  the row still needs it: the proxy may have filled it since the batch read it.
+- update: an UPDATE of api_requests from `todo` (the rows find returned that
+  this batch could lock, with find's columns), which checks again that the
+  row still needs it: the proxy may have filled it since the batch read it.
 - keep (optional): a statement over `changed` (the update's RETURNING rows),
   run in the same transaction: where a rollback must restore exactly what the
   update overwrote, keep saves it.
 
 Each batch is one statement in a transaction of its own under the lock_timeout:
 
-    WITH todo AS MATERIALIZED (find), locked AS (its rows, FOR NO KEY UPDATE
-    [SKIP LOCKED]), changed AS (update) [, kept AS (keep)] SELECT counts
+    WITH found AS MATERIALIZED (find), todo AS (found's rows, locked FOR NO KEY
+    UPDATE [SKIP LOCKED]), changed AS (update) [, kept AS (keep)] SELECT counts
 
 FOR NO KEY UPDATE, not FOR UPDATE: the proxy's inserts check their foreign
 keys with FOR KEY SHARE on the referenced row, which FOR UPDATE would block.
@@ -129,20 +129,21 @@ class Rule:
         predicate = f"t.request_id BETWEEN '{first}' AND '{last}'" if batched else "true"
         find = self.find.replace("{batch}", predicate)
         if batched:
+            # In key order, so that two sessions locking the same rows never deadlock.
             wait = "" if self.groups else " SKIP LOCKED"
-            locked = (f"SELECT request_id FROM api_requests WHERE request_id IN (SELECT request_id FROM todo)\n"
-                      f"         ORDER BY request_id FOR NO KEY UPDATE{wait}")
+            todo = (f"SELECT found.* FROM found JOIN api_requests a ON a.request_id = found.request_id\n"
+                    f"     ORDER BY a.request_id FOR NO KEY UPDATE OF a{wait}")
         else:
-            locked = "SELECT request_id FROM todo"
+            todo = "SELECT * FROM found"
         update = textwrap.dedent(self.update.strip("\n")).rstrip()
         if not RETURNING.search(update):
             update += "\nRETURNING t.request_id"
-        parts = [f"todo AS MATERIALIZED (\n{_indent(find)}\n)", f"locked AS (\n    {locked}\n)",
+        parts = [f"found AS MATERIALIZED (\n{_indent(find)}\n)", f"todo AS (\n    {todo}\n)",
                  f"changed AS (\n{_indent(update)}\n)"]
         if self.keep:
             parts.append(f"kept AS (\n{_indent(self.keep)}\n)")
         sql = ("WITH " + ",\n".join(parts) +
-               "\nSELECT (SELECT count(*) FROM todo), (SELECT count(*) FROM locked), (SELECT count(*) FROM changed)")
+               "\nSELECT (SELECT count(*) FROM found), (SELECT count(*) FROM todo), (SELECT count(*) FROM changed)")
         return substitute(sql, params)
 
 
