@@ -45,6 +45,17 @@ def _required(major: int) -> bool:
     return major in ALWAYS_REQUIRED | extra
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked one_server run on the newest server only."""
+    kept, dropped = [], []
+    for item in items:
+        on = getattr(item, "callspec", None) and item.callspec.params.get("server")
+        (dropped if item.get_closest_marker("one_server") and on not in (None, SERVER_VERSIONS[0]) else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(scope="session", params=SERVER_VERSIONS, ids=lambda major: f"pg{major}")
 def server(request):
     major = request.param

@@ -36,6 +36,10 @@ from nexus_migrate import PROJECT_ROOT
 from .conftest import SECRET, assert_one_line_error, run_script, wait_until
 from .shapes import SHAPES, build
 
+# The benchmark runs on one server at a time; what these tests check is its
+# own logic, which no server version changes: the newest server is enough.
+pytestmark = pytest.mark.one_server
+
 
 @pytest.fixture(scope="module")
 def bench(server):
