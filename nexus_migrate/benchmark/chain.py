@@ -17,14 +17,18 @@ chain, the table's size (heap, indexes) and dead tuples, both ways.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
 from psycopg2 import sql
 
+from .. import accounts
 from .report import LABEL, Panel, latency_header, latency_row, size, target
 from .scratch import Server, connect
-from .seed import BEFORE_003, PRE_003, live_conversations, pre_003
+from .seed import BEFORE_003, DOMAINS, PRE_003, live_conversations, pre_003
 from .ways import APPLY, WAYS, is_backfill, migration_ids, migration_steps, observing_backfills, step_label
 from .writer import WAIT_SAMPLE_SECONDS, chart_points, latency_stats, lock_waits, sampling_waits, writing
 
@@ -185,7 +189,30 @@ class UpstreamProbe:
                            "row_updates": cur.fetchone()[0] - before})
 
 
+@contextmanager
+def account_map():
+    """NEXUS_ACCOUNT_MAP naming a file that maps the seeded domains but the
+    last to accounts, for 005's backfill, while the chain runs."""
+    with tempfile.TemporaryDirectory(prefix="nexus-benchmark-") as folder:
+        path = Path(folder) / "accounts.csv"
+        path.write_text("".join(f"{domain},acc_{domain.split('.')[0]}\n" for domain in DOMAINS[:-1]))
+        previous = os.environ.get(accounts.SETTING)
+        os.environ[accounts.SETTING] = str(path)
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(accounts.SETTING, None)
+            else:
+                os.environ[accounts.SETTING] = previous
+
+
 def run(server: Server, requests: int, every: float, respond_after: float = RESPOND_AFTER_SECONDS) -> dict:
+    with account_map():
+        return _run(server, requests, every, respond_after)
+
+
+def _run(server: Server, requests: int, every: float, respond_after: float) -> dict:
     if not server.exists(PRE_003):
         print(f"001 and 002 applied to a copy of the seeded database, {PRE_003} ...", flush=True)
         pre_003(server)

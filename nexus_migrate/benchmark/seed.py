@@ -71,6 +71,11 @@ def _hash(j: str) -> str:
 # request every few seconds. Request bodies are about 3 KB of JSON and
 # responses about 1 KB, which PostgreSQL compresses (TOAST) as it does the
 # proxy's.
+# The proxy's domains in the seeded history. The chain part maps all but the
+# last to accounts, as an operator's NEXUS_ACCOUNT_MAP would (005's backfill).
+DOMAINS = ("team-a.example.com", "team-b.example.com", "ci.example.com", "research.example.com",
+           "support.example.com")
+
 SEED_REQUESTS = f"""
     INSERT INTO api_requests (
         request_id, timestamp, domain, method, path, headers, body, request_type, api_key_id, api_key_hash,
@@ -78,8 +83,7 @@ SEED_REQUESTS = f"""
         input_tokens, output_tokens, total_tokens, cache_creation_input_tokens, cache_read_input_tokens,
         usage_data, tool_call_count, completed_at, first_token_ms,
         current_message_hash, parent_message_hash, conversation_id, branch_id, message_count)
-    SELECT md5('request' || i)::uuid, at, (ARRAY['team-a.example.com', 'team-b.example.com', 'ci.example.com',
-               'research.example.com', 'support.example.com'])[1 + o %% 5],
+    SELECT md5('request' || i)::uuid, at, (ARRAY[{", ".join(f"'{d}'" for d in DOMAINS)}])[1 + o %% {len(DOMAINS)}],
            'POST', '/v1/messages',
            jsonb_build_object('content-type', 'application/json', 'anthropic-version', '2023-06-01',
                               'user-agent', 'claude-cli/1.0.0 (external, cli)', 'x-api-key', '[redacted]',
