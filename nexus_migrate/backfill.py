@@ -55,6 +55,15 @@ import psycopg2.errors
 from .settings import OperatorError
 from .steps import LockNotGranted, Statement, _set_lock_timeout, _setting, backoff_seconds, lock_attempts, lock_timeout_ms
 
+# A batch reads one range of keys and looks the rows it needs up by key: a few
+# hundred rows, each an index lookup away. The statistics lag behind a running
+# backfill (it changes the very columns its rules filter on), and an estimate
+# of thousands of rows where there are dozens would make the planner hash or
+# merge against a scan of the whole table, in every batch (008's took 0.9 s
+# instead of 17 ms at 200,000 rows). So a batch's planner is held to nested
+# loops over index lookups.
+NESTED_LOOPS_ONLY = "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+
 FIRST_KEY = uuid.UUID(int=0)
 LAST_KEY = uuid.UUID(int=2 ** 128 - 1)
 SMALLEST_BATCH, LARGEST_BATCH = 10, 100_000
@@ -234,6 +243,7 @@ def _batch(conn, name: str, rule: Rule, params: dict, first: uuid.UUID, size: in
             try:
                 cur.execute("BEGIN")
                 cur.execute(_set_lock_timeout(timeout))
+                cur.execute(NESTED_LOOPS_ONLY)
                 if last is None:
                     # The key that ends this batch: an index-only walk of the
                     # primary key. Fewer rows than asked: this is the last
