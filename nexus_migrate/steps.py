@@ -139,10 +139,47 @@ def _set_lock_timeout(timeout_ms: int) -> str:
     return f"SET LOCAL lock_timeout = '{timeout_ms}ms'"
 
 
+# Sessions that have held a lock on a relation the statement names for longer
+# than a proxy's write takes: an autovacuum, a long report, a transaction left
+# open. Asking for the lock while one is there would only queue the proxy's
+# writes behind the request until lock_timeout, attempt after attempt.
+LONG_HOLDERS = """
+    SELECT DISTINCT a.pid, CASE WHEN a.backend_type = 'client backend' THEN coalesce(nullif(a.application_name, ''),
+                                    'a session') ELSE a.backend_type END, c.relname
+      FROM pg_locks l
+      JOIN pg_class c ON c.oid = l.relation
+      JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE l.granted AND l.pid <> pg_backend_pid()
+       AND c.relnamespace = current_schema()::regnamespace AND c.relname = ANY(%s)
+       AND a.xact_start < now() - make_interval(secs => %s)
+     ORDER BY 1"""
+
+
+def _long_holders(cur, sql: str, timeout_ms: int) -> list[tuple]:
+    cur.execute(LONG_HOLDERS, (sorted(set(re.findall(r"\w+", sql))), timeout_ms / 1000))
+    return cur.fetchall()
+
+
+def _await_long_holders(cur, sql: str, timeout_ms: int, patience: float) -> None:
+    """Wait, without asking for any lock, up to patience seconds for the long
+    holders of the statement's relations to be gone; say once whom it waits for."""
+    deadline, said = time.monotonic() + patience, False
+    while holders := _long_holders(cur, sql, timeout_ms):
+        if not said:
+            pid, who, relation = holders[0]
+            print(f"«{_first_line(sql)}»: waiting for {who} (pid {pid}) to finish with {relation} before asking for "
+                  "its lock", flush=True)
+            said = True
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(min(0.1, patience))
+
+
 def _run_with_lock_retries(conn, sql: str) -> None:
     timeout, attempts = lock_timeout_ms(), lock_attempts()
     with conn.cursor() as cur:
         for attempt in range(1, attempts + 1):
+            _await_long_holders(cur, sql, timeout, backoff_seconds(attempt))
             try:
                 cur.execute("BEGIN")
                 cur.execute(_set_lock_timeout(timeout))
