@@ -6,6 +6,7 @@ scripts/benchmark, not here.)"""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -61,6 +62,10 @@ def test_a_lock_held_elsewhere_makes_the_migration_give_up_without_blocking_writ
     [line] = err.strip().splitlines()
     assert "gave up after 4 attempts to get the lock for «ALTER TABLE api_requests ADD COLUMN" in line
     assert "run the same command again" in line
+    # it saw the report's lock and waited without asking for its own, so as
+    # not to queue the inserts behind its request
+    assert re.search(r"«ALTER TABLE api_requests ADD COLUMN .*»: waiting for .* \(pid \d+\) to finish with "
+                     r"api_requests before asking for its lock", out), out
     assert writer.failed == [] and writer.completed_between(started, ended) > 0
     assert applied_migrations(db) == ALL[:1]
 
