@@ -202,8 +202,11 @@ def test_the_writer_continues_seeded_conversations_and_records_each_response(ben
 
 def test_the_chain_runs_each_migration_both_ways_with_inserts_and_responses_measured(bench, monkeypatch):
     monkeypatch.setattr(writer_module, "SETTLE_SECONDS", 0.3)
+    monkeypatch.setattr(chain, "FLOOR_SECONDS", 1.0)
     results = chain.run(bench, SEED_BLOCK, every=0.01, respond_after=0.1)
     assert results["migrations"] == chain.chain_ids()
+    floor = results["writer_alone"]  # the writer with no migration: the floor under the latency targets
+    assert floor["inserts"]["count"] > 50 and floor["updates"]["count"] > 40 and floor["inserts"]["failed"] == 0
     for way in ("upstream", "ours"):
         runs = results["ways"][way]["migrations"]
         assert list(runs) == results["migrations"]
