@@ -49,11 +49,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import psycopg2
-import psycopg2.errors
 
 from .settings import OperatorError
-from .steps import LockNotGranted, Statement, _set_lock_timeout, _setting, backoff_seconds, lock_attempts, lock_timeout_ms
+from .steps import LockNotGranted, Statement, _setting, backoff_seconds, in_transactions_with_lock_retries, lock_attempts
 
 # A batch reads one range of keys and looks the rows it needs up by key: a few
 # hundred rows, each an index lookup away. The statistics lag behind a running
@@ -227,8 +225,8 @@ class Backfill:
 @dataclass
 class _Counts:
     rows: int  # rows of the table walked in the batch's key range
-    todo: int  # of them, those that still needed the rule
-    locked: int
+    found: int  # of them, those that still needed the rule
+    locked: int  # of those, the ones the batch could lock
     changed: int
 
 
@@ -237,42 +235,30 @@ def _batch(conn, name: str, rule: Rule, params: dict, first: uuid.UUID, size: in
     """One batch in a transaction of its own, from key first: size rows of
     the table walked, or up to key last. Returns (last key, counts). The
     statement starts with the backfill's name, which pg_stat_activity shows."""
-    timeout, attempts = lock_timeout_ms(), lock_attempts()
-    with conn.cursor() as cur:
-        for attempt in range(1, attempts + 1):
-            try:
-                cur.execute("BEGIN")
-                cur.execute(_set_lock_timeout(timeout))
-                cur.execute(NESTED_LOOPS_ONLY)
-                if last is None:
-                    # The key that ends this batch: an index-only walk of the
-                    # primary key. Fewer rows than asked: this is the last
-                    # batch, and it reaches to the end of the key space.
-                    cur.execute(f"""
-                        SELECT count(*), (array_agg(request_id ORDER BY request_id DESC))[1]
-                          FROM (SELECT request_id FROM {rule.walk} WHERE request_id >= %s
-                                 ORDER BY request_id LIMIT %s) AS batch""", (str(first), size))
-                    rows, end = cur.fetchone()
-                    end = LAST_KEY if rows < size else uuid.UUID(str(end))
-                else:
-                    rows, end = None, last
-                cur.execute(f"-- {name}: a batch\n" + rule.statement(params, first, end))
-                todo, locked, changed = cur.fetchone()
-                cur.execute("COMMIT")
-                return end, _Counts(rows if rows is not None else todo, todo, locked, changed)
-            except psycopg2.errors.LockNotAvailable:
-                cur.execute("ROLLBACK")
-                if attempt < attempts:
-                    time.sleep(backoff_seconds(attempt))
-            except BaseException:
-                if not conn.closed:
-                    cur.execute("ROLLBACK")
-                raise
-    raise LockNotGranted(
-        f"gave up after {attempts} attempts to get the locks for a batch of «{_first_words(rule)}» "
-        f"(keys from {first}), each waiting {timeout} ms: another session holds a conflicting lock "
-        "(see pg_locks and pg_stat_activity); the batches before it are done and nothing of this one "
-        "was changed, run the same command again once it is gone")
+
+    def work(cur):
+        cur.execute(NESTED_LOOPS_ONLY)
+        if last is None:
+            # The key that ends this batch: an index-only walk of the primary
+            # key. Fewer rows than asked: this is the last batch, and it
+            # reaches to the end of the key space.
+            cur.execute(f"""
+                SELECT count(*), (array_agg(request_id ORDER BY request_id DESC))[1]
+                  FROM (SELECT request_id FROM {rule.walk} WHERE request_id >= %s
+                         ORDER BY request_id LIMIT %s) AS batch""", (str(first), size))
+            rows, end = cur.fetchone()
+            end = LAST_KEY if rows < size else uuid.UUID(str(end))
+        else:
+            rows, end = None, last
+        cur.execute(f"-- {name}: a batch\n" + rule.statement(params, first, end))
+        found, locked, changed = cur.fetchone()
+        return end, _Counts(rows if rows is not None else found, found, locked, changed)
+
+    # (No wait for long holders: a batch takes only row locks and ROW
+    # EXCLUSIVE, which an autovacuum or a report does not hold up.)
+    return in_transactions_with_lock_retries(
+        conn, work, what=f"the locks for a batch of «{_first_words(rule)}» (keys from {first})",
+        nothing_changed="the batches before it are done and nothing of this one was changed")
 
 
 def _first_words(rule: Rule) -> str:
@@ -354,7 +340,7 @@ def run(conn, name: str, rule: Rule, params: dict) -> None:
         last, counts = _batch(conn, name, rule, params, first, size)
         elapsed = time.monotonic() - started
         progress.add(counts)
-        if counts.locked < counts.todo and not rule.groups:
+        if counts.locked < counts.found and not rule.groups:
             again.append((first, last))
         if last == LAST_KEY:
             break
@@ -371,7 +357,7 @@ def run(conn, name: str, rule: Rule, params: dict) -> None:
         for first, last in ranges:
             _, counts = _batch(conn, name, rule, params, first, None, last)
             progress.changed += counts.changed
-            if counts.locked < counts.todo:
+            if counts.locked < counts.found:
                 again.append((first, last))
     if again:
         raise LockNotGranted(

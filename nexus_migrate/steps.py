@@ -175,17 +175,25 @@ def _await_long_holders(cur, sql: str, timeout_ms: int, patience: float) -> None
         time.sleep(min(0.1, patience))
 
 
-def _run_with_lock_retries(conn, sql: str) -> None:
+def in_transactions_with_lock_retries(conn, work, *, what: str, wait_for: str | None = None,
+                                      nothing_changed: str = "nothing of that statement was changed"):
+    """work(cursor) inside BEGIN ... COMMIT under the lock_timeout, tried again
+    with backoff while a lock is not had in time; its result once it commits.
+    Before each attempt, while a session has long held a lock on a relation
+    that wait_for (SQL) names, it waits without asking for any. After the
+    last attempt, one line: LockNotGranted saying what it could not get (and
+    nothing_changed)."""
     timeout, attempts = lock_timeout_ms(), lock_attempts()
     with conn.cursor() as cur:
         for attempt in range(1, attempts + 1):
-            _await_long_holders(cur, sql, timeout, backoff_seconds(attempt))
+            if wait_for:
+                _await_long_holders(cur, wait_for, timeout, backoff_seconds(attempt))
             try:
                 cur.execute("BEGIN")
                 cur.execute(_set_lock_timeout(timeout))
-                cur.execute(sql)
+                result = work(cur)
                 cur.execute("COMMIT")
-                return
+                return result
             except psycopg2.errors.LockNotAvailable:
                 cur.execute("ROLLBACK")
                 if attempt < attempts:
@@ -195,11 +203,16 @@ def _run_with_lock_retries(conn, sql: str) -> None:
                     cur.execute("ROLLBACK")
                 raise
     raise LockNotGranted(
-        f"gave up after {attempts} attempts to get the lock for «{_first_line(sql)}», "
+        f"gave up after {attempts} attempts to get {what}, "
         f"each waiting {timeout} ms: another session holds a conflicting lock "
-        "(see pg_locks and pg_stat_activity); nothing of that statement was changed, "
+        f"(see pg_locks and pg_stat_activity); {nothing_changed}, "
         "run the same command again once it is gone"
     )
+
+
+def _run_with_lock_retries(conn, sql: str) -> None:
+    in_transactions_with_lock_retries(conn, lambda cur: cur.execute(sql), what=f"the lock for «{_first_line(sql)}»",
+                                      wait_for=sql)
 
 
 INDEX_NAME = re.compile(r"\bINDEX\s+CONCURRENTLY\s+IF\s+(?:NOT\s+)?EXISTS\s+(\w+)", re.I)

@@ -34,14 +34,19 @@ def add_later_columns(db) -> None:
                         cur.execute(step.apply_sql)
 
 
-@pytest.fixture
-def stored(yoyo, db):
-    """The database at 002 with the later columns, holding the history."""
+def store_history_at_002(yoyo, db):
+    """The database at 002 with the later columns, holding the history;
+    returns the history."""
     yoyo("apply", "-r", UP_TO_002)
     add_later_columns(db)
     h = history()
     store(db, h)
     return h
+
+
+@pytest.fixture
+def stored(yoyo, db):
+    return store_history_at_002(yoyo, db)
 
 
 def write_map(tmp_path, mapping=ACCOUNT_MAP) -> str:

@@ -20,10 +20,9 @@ import pytest
 from nexus_migrate.catalog import applied_migrations
 
 from .conftest import wait_until
-from .history import expected, read
+from .history import expected, read, store
 from .migrations import ALL
-from .test_backfill import add_later_columns, assert_rows, write_map, UP_TO_002
-from .history import history, store
+from .test_backfill import UP_TO_002, add_later_columns, assert_rows, store_history_at_002, write_map
 from .traffic import start_migrate
 
 SLOW = {"NEXUS_BATCH_ROWS": "10", "NEXUS_BATCH_SECONDS": "0.0001", "NEXUS_BATCH_PAUSE_MS": "40",
@@ -71,11 +70,7 @@ def counts(h) -> dict[str, tuple[int, int]]:
 
 @pytest.fixture
 def prepared(yoyo, db):
-    yoyo("apply", "-r", UP_TO_002)
-    add_later_columns(db)
-    h = history()
-    store(db, h)
-    return h
+    return store_history_at_002(yoyo, db)
 
 
 # (the backfill, where in it: a fraction of its rows done, or "waiting" for a held row lock)

@@ -7,7 +7,7 @@ schema. In parts:
 - conversations: 001 and 002 with the writer inserting; the dashboard's
   conversation views before and after 002; each index built alone, plainly
   and concurrently, with no writer.
-- chain: 003 to 011 on seeded history (Task calls, sub-agents, hash chains)
+- chain: 003 to 012 on seeded history (Task calls, sub-agents, hash chains)
   with the writer inserting as an older proxy does and recording each
   response a second later; for each backfill step its time, the rows it
   updated and whether any row was updated twice; the table's size and dead

@@ -1,4 +1,4 @@
-"""The chain part: migrations 003 to 011 applied to the seeded history (the
+"""The chain part: migrations 003 to 012 applied to the seeded history (the
 schema of 000 to 002, with Task calls, sub-agents and hash chains) while the
 writer writes as a proxy of 002's time does during a rolling upgrade: an
 insert per request continuing live conversations, and a second after each
@@ -329,12 +329,12 @@ def targets(results: dict) -> list[dict]:
                    None if None in once else all(once)),
         ]
     else:
-        found.append(target("the backfill targets", "no backfill step in 003 to 011 yet", None))
+        found.append(target("the backfill targets", "no backfill step from 003 on yet", None))
     insert_locks = sum(lock_waits(r["writer_waits"], "insert") for r in ours["migrations"].values())
     failed_inserts = sum(r["inserts"]["failed"] for r in ours["migrations"].values())
-    found += [target("no insert waits on a lock during our apply of 003 to 011 (samples)", insert_locks,
+    found += [target("no insert waits on a lock during our apply of 003 to 012 (samples)", insert_locks,
                      insert_locks == 0),
-              target("no failed insert during our apply of 003 to 011", failed_inserts, failed_inserts == 0)]
+              target("no failed insert during our apply of 003 to 012", failed_inserts, failed_inserts == 0)]
     return found
 
 

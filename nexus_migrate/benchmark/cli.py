@@ -24,7 +24,7 @@ from .seed import REQUESTS_PER_CONVERSATION, SEEDED, seed
 PARTS = {
     "conversations": (conversations, "001 and 002 both ways with the writer inserting; the dashboard's views; "
                                      "each index built alone"),
-    "chain": (chain, "003 to 011 both ways with the writer inserting and recording responses; each backfill's "
+    "chain": (chain, "003 to 012 both ways with the writer inserting and recording responses; each backfill's "
                      "time and row updates; the table's size and dead rows before and after"),
     "write-cost": (writecost, "the proxy's writes, one request at a time, on our schema after 011 and on a copy "
                               "with upstream's index set: requests per second, WAL per request, index sizes"),

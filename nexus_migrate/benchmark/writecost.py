@@ -1,7 +1,7 @@
 """The write-cost part: what every request costs a proxy operator on the
 schema after 011, ours against upstream's index set.
 
-MIGRATED is the seeded history with 003 to 011 applied by yoyo (no writer),
+MIGRATED is the seeded history with 003 to 012 applied by yoyo (no writer),
 vacuumed and its indexes rebuilt, so that neither side starts with the bloat
 of the backfills. Two copies of it: ours as it is, and upstream's, whose
 api_requests carries exactly upstream's indexes after its 011 (ours that
