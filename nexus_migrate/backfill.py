@@ -49,7 +49,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-
 from .settings import OperatorError
 from .steps import LockNotGranted, Statement, _setting, backoff_seconds, in_transactions_with_lock_retries, lock_attempts
 
