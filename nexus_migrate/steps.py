@@ -143,9 +143,12 @@ def _set_lock_timeout(timeout_ms: int) -> str:
 # than a proxy's write takes: an autovacuum, a long report, a transaction left
 # open. Asking for the lock while one is there would only queue the proxy's
 # writes behind the request until lock_timeout, attempt after attempt.
+# The last column: an autovacuum that may be cancelled (not one that keeps the
+# table from transaction ID wraparound).
 LONG_HOLDERS = """
     SELECT DISTINCT a.pid, CASE WHEN a.backend_type = 'client backend' THEN coalesce(nullif(a.application_name, ''),
-                                    'a session') ELSE a.backend_type END, c.relname
+                                    'a session') ELSE a.backend_type END, c.relname,
+           a.backend_type = 'autovacuum worker' AND a.query NOT LIKE '%%(to prevent wraparound)%%'
       FROM pg_locks l
       JOIN pg_class c ON c.oid = l.relation
       JOIN pg_stat_activity a ON a.pid = l.pid
@@ -160,16 +163,34 @@ def _long_holders(cur, sql: str, timeout_ms: int) -> list[tuple]:
     return cur.fetchall()
 
 
-def _await_long_holders(cur, sql: str, timeout_ms: int, patience: float) -> None:
+def _cancelled(cur, pid: int) -> bool:
+    """Cancel an autovacuum, as the server itself does to one that blocks a
+    lock request for deadlock_timeout (a request we never let wait that
+    long); it runs again later. Needs pg_signal_autovacuum_worker (18) or
+    pg_signal_backend (15 to 17), or superuser: without it, False."""
+    try:
+        cur.execute("SELECT pg_cancel_backend(%s)", (pid,))
+        return cur.fetchone()[0]
+    except psycopg2.errors.InsufficientPrivilege:
+        return False
+
+
+def _await_long_holders(cur, sql: str, timeout_ms: int, patience: float, told: set[int]) -> None:
     """Wait, without asking for any lock, up to patience seconds for the long
-    holders of the statement's relations to be gone; say once whom it waits for."""
-    deadline, said = time.monotonic() + patience, False
+    holders of the statement's relations to be gone, cancelling an autovacuum
+    where allowed; say once for each (told: the pids said so far) what it does."""
+    deadline = time.monotonic() + patience
     while holders := _long_holders(cur, sql, timeout_ms):
-        if not said:
-            pid, who, relation = holders[0]
-            print(f"«{_first_line(sql)}»: waiting for {who} (pid {pid}) to finish with {relation} before asking for "
-                  "its lock", flush=True)
-            said = True
+        for pid, who, relation, autovacuum in holders:
+            if pid in told:
+                continue
+            told.add(pid)
+            if autovacuum and _cancelled(cur, pid):
+                print(f"«{_first_line(sql)}»: cancelled the autovacuum of {relation} (pid {pid}) that held up its "
+                      "lock, as PostgreSQL does for any statement kept waiting by one; it will run again", flush=True)
+            else:
+                print(f"«{_first_line(sql)}»: waiting for {who} (pid {pid}) to finish with {relation} before asking "
+                      "for its lock", flush=True)
         if time.monotonic() >= deadline:
             return
         time.sleep(min(0.1, patience))
@@ -180,14 +201,16 @@ def in_transactions_with_lock_retries(conn, work, *, what: str, wait_for: str | 
     """work(cursor) inside BEGIN ... COMMIT under the lock_timeout, tried again
     with backoff while a lock is not had in time; its result once it commits.
     Before each attempt, while a session has long held a lock on a relation
-    that wait_for (SQL) names, it waits without asking for any. After the
+    that wait_for (SQL) names, it waits without asking for any (an
+    autovacuum it cancels where allowed). After the
     last attempt, one line: LockNotGranted saying what it could not get (and
     nothing_changed)."""
     timeout, attempts = lock_timeout_ms(), lock_attempts()
+    told: set[int] = set()
     with conn.cursor() as cur:
         for attempt in range(1, attempts + 1):
             if wait_for:
-                _await_long_holders(cur, wait_for, timeout, backoff_seconds(attempt))
+                _await_long_holders(cur, wait_for, timeout, backoff_seconds(attempt), told)
             try:
                 cur.execute("BEGIN")
                 cur.execute(_set_lock_timeout(timeout))
