@@ -8,14 +8,18 @@ from __future__ import annotations
 import os
 import re
 import signal
+import tempfile
 import threading
 import time
+from pathlib import Path
 
+import psycopg2
 
 from nexus_migrate.catalog import applied_migrations
+from nexus_migrate.localpg import LocalServer
 from nexus_migrate.schema import verify
 
-from .conftest import wait_until
+from .conftest import FAST_SETTINGS, wait_until
 from .migrations import ALL
 from .traffic import WAITING_BUILD, Writer, checksum, hold_old_snapshot, hold_read_lock, seed, start_migrate
 
@@ -119,3 +123,49 @@ def test_a_long_index_build_reports_its_phase_while_it_runs(yoyo, db, database_u
     out, err = apply.communicate(timeout=300)
     assert apply.returncode == 0, err
     assert line.startswith("idx_requests_conversation_timestamp: waiting for old snapshots"), line
+
+
+def test_an_autovacuum_holding_the_table_is_cancelled_not_waited_out(server):
+    """After a backfill, autovacuum may hold api_requests for minutes. The
+    server cancels an autovacuum that blocks a lock request for
+    deadlock_timeout, but our requests give up long before that, and waiting
+    without asking would outlast our retries. So the step cancels it, says so,
+    and goes on; the writes never queue behind a request."""
+    # a server of its own: autovacuum comes round every second, not every minute
+    own = LocalServer(Path(tempfile.mkdtemp(prefix="nexus-test-autovacuum-")), server.binaries, {**FAST_SETTINGS, "autovacuum_naptime": "1s"}, tcp=True)
+    own.start()
+    try:
+        url = own.ensure_database("busy")
+        assert start_migrate("apply", "--batch", "-r", ALL[0], DATABASE_URL=url).wait(timeout=300) == 0
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        seed(conn, 5_000)
+        with conn.cursor() as cur:
+            # an autovacuum that sleeps 100 ms a page: it would hold the table for minutes
+            cur.execute("""ALTER TABLE api_requests SET (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0,
+                                                          autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1)""")
+            cur.execute("UPDATE api_requests SET model = model")
+        vacuum = AUTOVACUUM_OF_API_REQUESTS
+        wait_until(lambda: _one(conn, vacuum), "an autovacuum of api_requests running for a while", deadline=60)
+        pid = _one(conn, vacuum)
+        apply = start_migrate("apply", "--batch", "-r", ALL[1], DATABASE_URL=url, NEXUS_LOCK_ATTEMPTS="3")
+        out, err = apply.communicate(timeout=120)
+        assert apply.returncode == 0, err
+        assert re.search(rf"«ALTER TABLE api_requests ADD COLUMN .*»: cancelled the autovacuum of api_requests "
+                         rf"\(pid {pid}\)", out), out
+        assert applied_migrations(conn) == ALL[:2]
+        conn.close()
+    finally:
+        own.remove()
+
+
+AUTOVACUUM_OF_API_REQUESTS = """
+    SELECT pid FROM pg_stat_activity
+     WHERE backend_type = 'autovacuum worker' AND query LIKE '%api_requests%' AND xact_start < now() - interval '1 s'"""
+
+
+def _one(conn, sql: str):
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        row = cur.fetchone()
+        return row and row[0]
