@@ -166,8 +166,8 @@ def _long_holders(cur, sql: str, timeout_ms: int) -> list[tuple]:
 def _cancelled(cur, pid: int) -> bool:
     """Cancel an autovacuum, as the server itself does to one that blocks a
     lock request for deadlock_timeout (a request we never let wait that
-    long); it runs again later. Needs pg_signal_autovacuum_worker (18) or
-    pg_signal_backend (15 to 17), or superuser: without it, False."""
+    long); it runs again later. Needs superuser or, on 18, a member of
+    pg_signal_autovacuum_worker: without that, False."""
     try:
         cur.execute("SELECT pg_cancel_backend(%s)", (pid,))
         return cur.fetchone()[0]
