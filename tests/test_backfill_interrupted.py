@@ -28,11 +28,17 @@ from .traffic import start_migrate
 SLOW = {"NEXUS_BATCH_ROWS": "10", "NEXUS_BATCH_SECONDS": "0.0001", "NEXUS_BATCH_PAUSE_MS": "40",
         "NEXUS_LOCK_ATTEMPTS": "1000"}
 # How pg_stat_activity shows the batches that wait for a held row, and when
-# to lock it: after the ALTER TABLEs that the lock would keep out, and after
-# 007, which would skip that row and come back for it until it gave up.
+# to lock it: after the ALTER TABLEs that the lock would keep out, after 007,
+# which would skip that row and come back for it until it gave up, and after
+# 008's concurrent index build, which would wait for the holder's whole
+# transaction if the holder's statement were running as it took its snapshot.
 WAITING = {"003 sub-task links": ("-- 003 sub-task links: a batch", "SELECT count(task_tool_invocation) > %s FROM api_requests"),
            "008 moves": ("-- 008 sub-tasks into their parent's conversation: a batch",
-                         "SELECT to_regclass('api_requests_subtask_moves') IS NOT NULL")}
+                         "SELECT EXISTS (SELECT FROM pg_index WHERE indisvalid AND indexrelid = "
+                         "to_regclass('idx_api_requests_domain_newest_first'))")}
+# Between that point and the held row's batch lie several batches; a longer
+# pause gives the test, slowed by a busy machine, time to take the lock first.
+WAITING_SETTINGS = dict(SLOW, NEXUS_LOCK_TIMEOUT_MS="60000", NEXUS_BATCH_PAUSE_MS="300")
 
 # How to see each backfill half done: a count that is above its value before
 # the backfill began, and below its value at the end.
@@ -86,7 +92,7 @@ def test_kill_9_in_a_backfill_then_a_rerun_gives_the_uninterrupted_result(backfi
     mapping = write_map(tmp_path)
     start, end = counts(h)[backfill]
     holder = None
-    settings = dict(SLOW, NEXUS_LOCK_TIMEOUT_MS="60000") if point == "waiting" else SLOW
+    settings = WAITING_SETTINGS if point == "waiting" else SLOW
     apply = start_migrate("apply", "--batch", DATABASE_URL=database_url, NEXUS_ACCOUNT_MAP=mapping, **settings)
     with db.cursor() as cur:
         if point == "waiting":
