@@ -30,9 +30,9 @@ from yoyo.scripts.main import InvalidArgument
 from yoyo.scripts.migrate import migrations_to_revision
 
 from . import MIGRATIONS_DIR, YOYO_CONFIG
+from .backfill import Backfill
 from .pgclient import read_only_url
 from .settings import OperatorError, database_url, load_env, mask_password
-from .backfill import Backfill
 from .steps import ALLOW_DATA_LOSS, Check, Constraint, Index, RetiredIndex, lock_attempts, rendered_sql
 
 

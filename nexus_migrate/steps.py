@@ -410,8 +410,7 @@ class RetiredIndex:
 
     def apply(self, conn) -> None:
         with conn.cursor() as cur:
-            serving = equivalent_index(cur, self.replaced_by) if self.replaced_by else "no query"
-            if serving is None:
+            if self.replaced_by and equivalent_index(cur, self.replaced_by) is None:
                 raise OperatorError(
                     f"{self.name} is not dropped: {self.replaced_by}, which serves its queries, is missing or "
                     "INVALID; apply again once it is built")
