@@ -11,15 +11,17 @@ import signal
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
+import pytest
 
 from nexus_migrate.catalog import applied_migrations
 from nexus_migrate.localpg import LocalServer
 from nexus_migrate.schema import verify
 
-from .conftest import FAST_SETTINGS, wait_until
+from .conftest import FAST_SETTINGS, as_role, wait_until
 from .migrations import ALL
 from .traffic import WAITING_BUILD, Writer, checksum, hold_old_snapshot, hold_read_lock, seed, start_migrate
 
@@ -125,38 +127,92 @@ def test_a_long_index_build_reports_its_phase_while_it_runs(yoyo, db, database_u
     assert line.startswith("idx_requests_conversation_timestamp: waiting for old snapshots"), line
 
 
+@contextmanager
+def autovacuum_holding_api_requests(server, owner: str = "postgres"):
+    """A server of its own, where autovacuum comes round every second, not
+    every minute, with 000 applied by owner (who owns the tables) and an
+    autovacuum of api_requests that sleeps 100 ms a page: it would hold the
+    table for minutes. Yields (owner's url, a superuser's connection, the
+    autovacuum's pid)."""
+    own = LocalServer(Path(tempfile.mkdtemp(prefix="nexus-test-autovacuum-")), server.binaries,
+                      {**FAST_SETTINGS, "autovacuum_naptime": "1s"}, tcp=True)
+    own.start()
+    try:
+        superuser_url = own.ensure_database("busy")
+        conn = psycopg2.connect(superuser_url)
+        conn.autocommit = True
+        url = superuser_url
+        if owner != "postgres":
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE ROLE {owner} LOGIN")
+                cur.execute(f"ALTER DATABASE busy OWNER TO {owner}")
+            url = as_role(superuser_url, owner)
+        assert start_migrate("apply", "--batch", "-r", ALL[0], DATABASE_URL=url).wait(timeout=300) == 0
+        seed(conn, 5_000)
+        with conn.cursor() as cur:
+            cur.execute("""ALTER TABLE api_requests SET (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0,
+                                                          autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1)""")
+            cur.execute("UPDATE api_requests SET model = model")
+        wait_until(lambda: _one(conn, AUTOVACUUM_OF_API_REQUESTS), "an autovacuum of api_requests running for a while",
+                   deadline=60)
+        yield url, conn, _one(conn, AUTOVACUUM_OF_API_REQUESTS)
+        conn.close()
+    finally:
+        own.remove()
+
+
 def test_an_autovacuum_holding_the_table_is_cancelled_not_waited_out(server):
     """After a backfill, autovacuum may hold api_requests for minutes. The
     server cancels an autovacuum that blocks a lock request for
     deadlock_timeout, but our requests give up long before that, and waiting
     without asking would outlast our retries. So the step cancels it, says so,
     and goes on; the writes never queue behind a request."""
-    # a server of its own: autovacuum comes round every second, not every minute
-    own = LocalServer(Path(tempfile.mkdtemp(prefix="nexus-test-autovacuum-")), server.binaries, {**FAST_SETTINGS, "autovacuum_naptime": "1s"}, tcp=True)
-    own.start()
-    try:
-        url = own.ensure_database("busy")
-        assert start_migrate("apply", "--batch", "-r", ALL[0], DATABASE_URL=url).wait(timeout=300) == 0
-        conn = psycopg2.connect(url)
-        conn.autocommit = True
-        seed(conn, 5_000)
-        with conn.cursor() as cur:
-            # an autovacuum that sleeps 100 ms a page: it would hold the table for minutes
-            cur.execute("""ALTER TABLE api_requests SET (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0,
-                                                          autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1)""")
-            cur.execute("UPDATE api_requests SET model = model")
-        vacuum = AUTOVACUUM_OF_API_REQUESTS
-        wait_until(lambda: _one(conn, vacuum), "an autovacuum of api_requests running for a while", deadline=60)
-        pid = _one(conn, vacuum)
+    with autovacuum_holding_api_requests(server) as (url, conn, pid):
         apply = start_migrate("apply", "--batch", "-r", ALL[1], DATABASE_URL=url, NEXUS_LOCK_ATTEMPTS="3")
         out, err = apply.communicate(timeout=120)
         assert apply.returncode == 0, err
         assert re.search(rf"«ALTER TABLE api_requests ADD COLUMN .*»: cancelled the autovacuum of api_requests "
                          rf"\(pid {pid}\)", out), out
         assert applied_migrations(conn) == ALL[:2]
-        conn.close()
-    finally:
-        own.remove()
+
+
+# What the role that migrates may do to another role's session: see it in
+# pg_stat_activity (pg_read_all_stats), and on 18 cancel an autovacuum.
+GRANTS = {"none": (), "see": ("pg_read_all_stats",),
+          "see and cancel": ("pg_read_all_stats", "pg_signal_autovacuum_worker")}
+
+
+@pytest.mark.parametrize("grants", GRANTS)
+def test_an_owner_that_is_not_superuser_cancels_waits_for_or_retries_past_an_autovacuum(server, grants):
+    """The owner of the tables, not a superuser. pg_stat_activity shows it
+    nothing of another role's session: it cannot tell an autovacuum from a
+    write, so it asks for its lock under the timeout, attempt after attempt,
+    and stops with one line. Allowed to see sessions, it waits for the
+    autovacuum without asking, and says so. Allowed to cancel one too (18),
+    it does as a superuser does. What it cannot cancel runs on, and 001 is
+    not recorded."""
+    if "pg_signal_autovacuum_worker" in GRANTS[grants] and server.binaries.major < 18:
+        pytest.skip("pg_signal_autovacuum_worker is new in PostgreSQL 18")
+    with autovacuum_holding_api_requests(server, owner="migrator") as (url, conn, pid):
+        with conn.cursor() as cur:
+            for role in GRANTS[grants]:
+                cur.execute(f"GRANT {role} TO migrator")
+        apply = start_migrate("apply", "--batch", "-r", ALL[1], DATABASE_URL=url, NEXUS_LOCK_ATTEMPTS="2")
+        out, err = apply.communicate(timeout=120)
+        statement = "«ALTER TABLE api_requests ADD COLUMN .*»"
+        if grants == "see and cancel":
+            assert apply.returncode == 0, err
+            assert re.search(rf"{statement}: cancelled the autovacuum of api_requests \(pid {pid}\)", out), out
+            assert applied_migrations(conn) == ALL[:2]
+            return
+        assert apply.returncode != 0, out
+        waiting = re.search(rf"{statement}: waiting for autovacuum worker \(pid {pid}\) to finish with api_requests", out)
+        assert bool(waiting) == (grants == "see"), out
+        assert "cancelled" not in out
+        assert [line for line in err.splitlines() if line.strip()] == [err.strip()], err
+        assert err.startswith("error: gave up after 2 attempts") and "run the same command again" in err, err
+        assert applied_migrations(conn) == ALL[:1]
+        assert _one(conn, AUTOVACUUM_OF_API_REQUESTS) == pid
 
 
 AUTOVACUUM_OF_API_REQUESTS = """
