@@ -11,7 +11,6 @@ import io
 import re
 import struct
 import threading
-import time
 import uuid
 
 import psycopg2
@@ -182,8 +181,8 @@ def test_the_writer_continues_seeded_conversations_and_records_each_response(ben
     assert len(live) == 5 and all(c.current_hash and c.message_count > 1 for c in live)
     seeded_hashes = {c.conversation_id: c.current_hash for c in live}
     with writing(url, 0.02, respond_after=0.2, conversations=live) as writer:
-        time.sleep(0.5)
-        updated = writer.rows_updated()
+        # (the writer is a process of its own: on a busy machine it may take a while to start)
+        updated = wait_until(lambda: (n := writer.rows_updated()) > 20 and n, "the writer to record 21 responses")
         counted = rows(url, "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'api_requests'")[0][0]
     written = writer.written
     assert updated > 0 and (counted >= updated or bench.version < 15)  # the handshake flushed its statistics
