@@ -25,6 +25,7 @@ from .conftest import assert_one_line_error, run_script
 from .migrations import ALL, MIGRATIONS, logged
 from .shapes import ORIGINAL_000, ORIGINAL_001, REVERTED_009_ANALYSES, SHAPES, Shape, build
 from .test_proxy import proxy_request, proxy_response, sha
+from .test_verify import without_sizes
 
 OURS = {table for p in PROMISES.values() for table in (*p.columns, *p.views)}  # tables and views we define
 
@@ -89,8 +90,7 @@ def kept(before: dict, after: dict) -> list[str]:
 def duplicate_notes(db) -> list[str]:
     """verify's notes of duplicate indexes, without their sizes: a GIN index
     grows when its pending list is merged, by an insert or an autovacuum."""
-    return [re.sub(r" \(\d+ (bytes|[kMGT]B)\) repeats ", " repeats ", note)
-            for note in compare(db, ALL).notes if " repeats " in note]
+    return without_sizes([note for note in compare(db, ALL).notes if " repeats " in note])
 
 
 def test_apply_brings_the_database_to_our_schema_and_keeps_every_row(shape, yoyo, db, database_url):
