@@ -201,10 +201,9 @@ def in_transactions_with_lock_retries(conn, work, *, what: str, wait_for: str | 
     """work(cursor) inside BEGIN ... COMMIT under the lock_timeout, tried again
     with backoff while a lock is not had in time; its result once it commits.
     Before each attempt, while a session has long held a lock on a relation
-    that wait_for (SQL) names, it waits without asking for any (an
-    autovacuum it cancels where allowed). After the
-    last attempt, one line: LockNotGranted saying what it could not get (and
-    nothing_changed)."""
+    that wait_for (SQL) names, it waits without asking for any (an autovacuum
+    it cancels where allowed). After the last attempt, one line:
+    LockNotGranted saying what it could not get (and nothing_changed)."""
     timeout, attempts = lock_timeout_ms(), lock_attempts()
     told: set[int] = set()
     with conn.cursor() as cur:
