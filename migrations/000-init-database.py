@@ -15,7 +15,7 @@ from nexus_migrate.steps import check, ddl, index, migration, widen_varchar
 
 __depends__: set[str] = set()
 # Outside a transaction: CREATE INDEX CONCURRENTLY cannot run in one. Each ddl
-# step takes a short transaction of its own (see nexus_migrate/steps.py).
+# step takes a short transaction of its own (see nexus_migrate/steps/).
 __transactional__ = False
 
 steps = migration(

@@ -12,7 +12,7 @@ from nexus_migrate.steps import ddl, index, migration
 
 __depends__ = {"001-add-conversation-tracking"}
 # Outside a transaction: CREATE INDEX CONCURRENTLY cannot run in one. Each ddl
-# step takes a short transaction of its own (see nexus_migrate/steps.py).
+# step takes a short transaction of its own (see nexus_migrate/steps/).
 __transactional__ = False
 
 steps = migration(

@@ -6,13 +6,13 @@ file; the dashboard adds up an account's tokens over a time window with it.
 
 Older rows get theirs from the operator's mapping of domains to accounts,
 NEXUS_ACCOUNT_MAP (a file of domain,account_id lines, or the proxy's
-credentials directory; see nexus_migrate/accounts.py). Without it the column
+credentials directory; see nexus_migrate/proxy/accounts.py). Without it the column
 and its index are built, and one line says how many rows wait for an account
 and how to fill them later (scripts/migrate backfill 005-populate-account-ids).
 Upstream's 005 filled in its own maintainers' domains instead.
 """
 
-from nexus_migrate import accounts
+from nexus_migrate.proxy import accounts
 from nexus_migrate.steps import backfill, ddl, index, migration
 
 __depends__ = {"004-optimize-conversation-window-functions"}

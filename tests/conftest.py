@@ -28,8 +28,8 @@ import psycopg2
 import pytest
 
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.localpg import LocalServer, LocalServerError, find_binaries
-from nexus_migrate.migrate import yoyo as yoyo_cli
+from nexus_migrate.commands.migrate import yoyo as yoyo_cli
+from nexus_migrate.database.localpg import LocalServer, LocalServerError, find_binaries
 
 SERVER_VERSIONS = (18, 16, 15)
 SECRET = "SECRET-s3cr3t-Pa55"  # a password that must never be printed

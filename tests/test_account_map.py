@@ -10,7 +10,7 @@ import json
 import pytest
 
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.accounts import account_map
+from nexus_migrate.proxy.accounts import account_map
 
 from .conftest import SECRET, assert_one_line_error, run_script
 from .history import read

@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.catalog import applied_migrations
-from nexus_migrate.schema import verify
+from nexus_migrate.database.catalog import applied_migrations
+from nexus_migrate.proxy.schema import verify
 from nexus_migrate.steps import Ddl
 
 from .conftest import assert_one_line_error, run_script
@@ -235,7 +235,7 @@ def test_rows_the_proxy_holds_are_visited_again_and_then_given_up_on(stored, db,
 
 
 def backfills():
-    from nexus_migrate.backfill import Backfill
+    from nexus_migrate.steps import Backfill
     for migration in MIGRATIONS:
         migration.load()
         yield from ((migration.id, s) for s in migration.module.steps if isinstance(s, Backfill))

@@ -17,7 +17,7 @@ import signal
 import psycopg2
 import pytest
 
-from nexus_migrate.catalog import applied_migrations
+from nexus_migrate.database.catalog import applied_migrations
 
 from .conftest import wait_until
 from .history import expected, read, store

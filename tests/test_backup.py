@@ -10,9 +10,10 @@ import uuid
 import psycopg2
 import pytest
 
-from nexus_migrate import PROJECT_ROOT, pgclient
-from nexus_migrate.catalog import applied_migrations, snapshot
-from nexus_migrate.localpg import LocalServerError, find_binaries
+from nexus_migrate import PROJECT_ROOT
+from nexus_migrate.database import pgclient
+from nexus_migrate.database.catalog import applied_migrations, snapshot
+from nexus_migrate.database.localpg import LocalServerError, find_binaries
 
 from .conftest import SECRET, SERVER_VERSIONS, assert_one_line_error, mode, run_script
 from .migrations import ALL

@@ -16,6 +16,7 @@ import uuid
 import psycopg2
 import pytest
 
+from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.benchmark import chain, traffic, writecost
 from nexus_migrate.benchmark import writer as writer_module
 from nexus_migrate.benchmark.conversations import MEASURED, SCRATCH, builds_alone, measured_indexes
@@ -27,10 +28,8 @@ from nexus_migrate.benchmark.upstream import UPSTREAM_INDEXES, upstream_indexes
 from nexus_migrate.benchmark.ways import (BASE, apply_ours, apply_upstream, blocking_statements, is_backfill,
                                           migration_ids, migration_steps)
 from nexus_migrate.benchmark.writer import WRITER, latency_stats, sampling_waits, writing
-from nexus_migrate.catalog import snapshot
-from nexus_migrate.settings import OperatorError
-
-from nexus_migrate import PROJECT_ROOT
+from nexus_migrate.database.catalog import snapshot
+from nexus_migrate.errors import OperatorError
 
 from .conftest import SECRET, assert_one_line_error, run_script, wait_until
 from .shapes import SHAPES, build

@@ -17,9 +17,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from nexus_migrate.catalog import applied_migrations
-from nexus_migrate.localpg import LocalServer
-from nexus_migrate.schema import verify
+from nexus_migrate.database.catalog import applied_migrations
+from nexus_migrate.database.localpg import LocalServer
+from nexus_migrate.proxy.schema import verify
 
 from .conftest import FAST_SETTINGS, as_role, wait_until
 from .migrations import ALL

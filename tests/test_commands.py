@@ -15,11 +15,12 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from nexus_migrate import PROJECT_ROOT, pgclient
-from nexus_migrate.catalog import applied_migrations
-from nexus_migrate.localpg import LocalServer
-from nexus_migrate.migrate import ASKING_COMMANDS, OWN_COMMANDS
-from nexus_migrate.plain_yoyo import listed
+from nexus_migrate import PROJECT_ROOT
+from nexus_migrate.commands.migrate import ASKING_COMMANDS, OWN_COMMANDS
+from nexus_migrate.commands.plain_yoyo import listed
+from nexus_migrate.database import pgclient
+from nexus_migrate.database.catalog import applied_migrations
+from nexus_migrate.database.localpg import LocalServer
 
 from .conftest import SECRET, assert_one_line_error, mode, run_script, script_env, wait_until
 from .migrations import ALL, logged

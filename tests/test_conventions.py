@@ -7,10 +7,9 @@ import re
 import pytest
 
 from nexus_migrate import MIGRATIONS_DIR
-from nexus_migrate.catalog import snapshot
-from nexus_migrate.schema import PROMISES, promised_index
-from nexus_migrate.backfill import Backfill
-from nexus_migrate.steps import Check, Constraint, Ddl, Index, RetiredIndex
+from nexus_migrate.database.catalog import snapshot
+from nexus_migrate.proxy.schema import PROMISES, promised_index
+from nexus_migrate.steps import Backfill, Check, Constraint, Ddl, Index, RetiredIndex
 
 from .migrations import MIGRATIONS
 
@@ -40,7 +39,7 @@ def test_each_migration_is_plain_sql_with_a_docstring_and_a_promise(migration):
     assert all(isinstance(s, (Ddl, Index, RetiredIndex, Constraint, Check, Backfill)) and isinstance(s.apply_sql, str)
                and isinstance(s.rollback_sql, (str, type(None))) for s in steps(migration))
     assert (migration.module.__doc__ or "").strip(), "say what the migration is for"
-    assert migration.id in PROMISES, "add what it builds to nexus_migrate/schema.py, for verify()"
+    assert migration.id in PROMISES, "add what it builds to nexus_migrate/proxy/schema.py, for verify()"
 
 
 @pytest.mark.parametrize("migration", MIGRATIONS, ids=lambda m: m.id)

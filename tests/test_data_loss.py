@@ -4,11 +4,10 @@ and says how to allow it; with the allowance, or with nothing stored, it runs.""
 from __future__ import annotations
 
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.catalog import applied_migrations, snapshot
+from nexus_migrate.database.catalog import applied_migrations, snapshot
 
-from .conftest import run_script
+from .conftest import assert_one_line_error, run_script
 from .migrations import ALL
-from .conftest import assert_one_line_error
 from .traffic import seed
 
 

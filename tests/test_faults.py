@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import psycopg2
 import pytest
 
-from nexus_migrate.catalog import applied_migrations
+from nexus_migrate.database.catalog import applied_migrations
 
 from .conftest import SECRET, as_role, assert_one_line_error, run_script, start_script, wait_until
 from .migrations import ALL, logged

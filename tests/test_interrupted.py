@@ -12,14 +12,13 @@ import signal
 
 import pytest
 
-from nexus_migrate.catalog import applied_migrations
-from nexus_migrate.schema import verify
+from nexus_migrate.database.catalog import applied_migrations
+from nexus_migrate.proxy.schema import verify
 
 from .conftest import wait_until
 from .migrations import ALL, MIGRATIONS
 from .test_busy_table import invalid_indexes
 from .traffic import WAITING_BUILD, checksum, hold_old_snapshot, hold_read_lock, seed, start_migrate
-
 
 RETRYING_ALTER = r"SELECT pid FROM pg_stat_activity WHERE query ~ '^\s*ALTER TABLE api_requests' AND pid <> pg_backend_pid()"
 

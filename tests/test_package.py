@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.plain_yoyo import PLAN, listed
+from nexus_migrate.commands.plain_yoyo import PLAN, listed
 
 from .conftest import run_script, script_env
 from .migrations import ALL

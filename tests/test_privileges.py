@@ -14,7 +14,7 @@ import pytest
 from psycopg2.extras import execute_values
 
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.catalog import NOT_YOYO
+from nexus_migrate.database.catalog import NOT_YOYO
 
 from .conftest import as_role, assert_one_line_error, run_script
 from .test_proxy import INSERT_CHUNKS, LATEST_CONVERSATIONS, NOW, ONE_CONVERSATION, proxy_request, proxy_response

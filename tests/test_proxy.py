@@ -1,6 +1,6 @@
 """The migrated schema does what the proxy and the dashboard ask of it.
 
-The statements are the proxy's (nexus_migrate/proxy_sql.py: inserts, response
+The statements are the proxy's (nexus_migrate/proxy/statements.py: inserts, response
 updates, chunk batches, dashboard reads), not the migrations': they are the
 other side of the contract.
 """
@@ -18,8 +18,8 @@ from decimal import Decimal
 import pytest
 from psycopg2.extras import Json, execute_values
 
-from nexus_migrate.proxy_sql import (INSERT_CHUNKS, INSERT_REQUEST, LATEST_CONVERSATIONS, ONE_CONVERSATION,
-                                    UPDATE_RESPONSE)
+from nexus_migrate.proxy.statements import (INSERT_CHUNKS, INSERT_REQUEST, LATEST_CONVERSATIONS, ONE_CONVERSATION,
+                                            UPDATE_RESPONSE)
 
 
 def sha(text: str) -> str:

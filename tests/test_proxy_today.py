@@ -3,7 +3,7 @@ means, and each of its reads is planned on the index built for it, on a
 table shaped like a proxy's (many domains and accounts, conversations of
 dozens of requests and one of thousands, a few sub-tasks and Task calls).
 
-The statements are the proxy's (nexus_migrate/proxy_sql.py), not the
+The statements are the proxy's (nexus_migrate/proxy/statements.py), not the
 migrations'.
 """
 
@@ -18,12 +18,12 @@ import psycopg2
 import pytest
 from psycopg2.extras import Json
 
-from nexus_migrate.proxy_sql import (ACCOUNT_USAGE, AUDIT_ANALYSIS, BRANCH_REQUESTS, CHILDREN_OF_MESSAGE,
-                                    CLAIM_ANALYSIS, CONVERSATION_LIST, LATEST_REQUESTS, MARK_TASK_CALLS,
-                                    REQUEST_ANALYSIS, REQUESTS_PER_MODEL, SUBTASK_SEQUENCE, TASK_CHILDREN,
-                                    TASK_LOOKUP, TASK_MATCH)
-from nexus_migrate.migrate import yoyo as yoyo_cli
-from nexus_migrate.schema import valid_indexes
+from nexus_migrate.commands.migrate import yoyo as yoyo_cli
+from nexus_migrate.proxy.schema import valid_indexes
+from nexus_migrate.proxy.statements import (ACCOUNT_USAGE, AUDIT_ANALYSIS, BRANCH_REQUESTS, CHILDREN_OF_MESSAGE,
+                                            CLAIM_ANALYSIS, CONVERSATION_LIST, LATEST_REQUESTS, MARK_TASK_CALLS,
+                                            REQUEST_ANALYSIS, REQUESTS_PER_MODEL, SUBTASK_SEQUENCE, TASK_CHILDREN,
+                                            TASK_LOOKUP, TASK_MATCH)
 
 from .test_proxy import NOW, proxy_request, proxy_response, sha
 

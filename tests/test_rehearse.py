@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import uuid
 
-
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.catalog import applied_migrations, snapshot
+from nexus_migrate.database.catalog import applied_migrations, snapshot
 
-from .conftest import run_script
+from .conftest import SECRET, assert_one_line_error, run_script
 from .migrations import ALL
 from .rows import fingerprint, store_traffic
 from .test_backup import with_password
-from .conftest import SECRET, assert_one_line_error
 
 
 def rehearse(url: str):

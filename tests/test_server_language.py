@@ -19,8 +19,8 @@ import psycopg2
 import pytest
 
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.connection import explain_refusal
-from nexus_migrate.localpg import LocalServer, LocalServerError, find_binaries
+from nexus_migrate.database.connection import explain_refusal
+from nexus_migrate.database.localpg import LocalServer, LocalServerError, find_binaries
 
 from .conftest import SERVER_VERSIONS, as_role, assert_one_line_error, run_script
 from .migrations import ALL

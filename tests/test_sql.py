@@ -11,13 +11,12 @@ import psycopg2
 import pytest
 
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.catalog import snapshot
-from nexus_migrate.migrate import yoyo as yoyo_cli
+from nexus_migrate.commands.migrate import yoyo as yoyo_cli
+from nexus_migrate.database.catalog import snapshot
 from nexus_migrate.steps import lock_timeout_ms
 
-from .conftest import run_script
+from .conftest import assert_one_line_error, run_script
 from .migrations import ALL
-from .conftest import assert_one_line_error
 
 
 def printed_sql(*args: str, url: str | None = None) -> str:

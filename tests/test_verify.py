@@ -6,11 +6,10 @@ from __future__ import annotations
 import re
 
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.schema import TOLERATED, compare, verify
+from nexus_migrate.proxy.schema import TOLERATED, compare, verify
 
-from .conftest import run_script
+from .conftest import SECRET, assert_one_line_error, run_script
 from .migrations import ALL, MIGRATIONS
-from .conftest import SECRET, assert_one_line_error
 
 BEFORE_012 = "011-add-conversation-analyses"
 

@@ -1,4 +1,4 @@
-from ..settings import run_cli
+from ..errors import run_cli
 from .cli import main
 
 run_cli(main)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from psycopg2 import sql
 
-from .. import accounts
+from ..proxy import accounts
 from .report import LABEL, Panel, latency_header, latency_row, size, target
 from .scratch import Server, connect
 from .seed import BEFORE_003, DOMAINS, PRE_003, live_conversations, pre_003

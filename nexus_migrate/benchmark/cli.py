@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 
 from .. import PROJECT_ROOT
-from ..settings import OperatorError
+from ..errors import OperatorError
 from . import __doc__ as DESCRIPTION
 from . import chain, conversations, writecost
 from .plot import require_matplotlib
@@ -113,7 +113,7 @@ def main(argv: list[str]) -> int:
     if args.database_url:
         url = args.database_url
     else:
-        from ..localdb import start_local_database
+        from ..database.local import start_local_database
         url = start_local_database()
     server = Server(url)
     try:

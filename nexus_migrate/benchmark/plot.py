@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 
-from ..settings import OperatorError
+from ..errors import OperatorError
 
 DPI = 100
 WINDOW_GREY = "0.88"

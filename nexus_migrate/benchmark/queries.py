@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from ..proxy_sql import LATEST_CONVERSATIONS, ONE_CONVERSATION
+from ..proxy.statements import LATEST_CONVERSATIONS, ONE_CONVERSATION
 from .scratch import connect
 from .seed import CONVERSATIONS_IN_FLIGHT, SEED_BLOCK, conversation_of
 

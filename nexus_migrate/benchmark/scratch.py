@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 from psycopg2 import sql
 
-from ..settings import OperatorError, mask_password
+from ..errors import OperatorError, mask_password
 
 # Every scratch database's name starts so; a run replaces what a previous one left.
 PREFIX = "nexus_benchmark_"

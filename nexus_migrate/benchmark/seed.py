@@ -13,8 +13,8 @@ import hashlib
 import uuid
 
 from ..steps import Ddl
-from .traffic import Conversation
 from .scratch import Server, connect
+from .traffic import Conversation
 from .ways import BASE, apply_ours, migration_steps
 
 CONVERSATION_COLUMNS = "001-add-conversation-tracking"

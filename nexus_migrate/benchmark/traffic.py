@@ -1,4 +1,4 @@
-"""The parameters of the proxy's statements (nexus_migrate/proxy_sql.py) for
+"""The parameters of the proxy's statements (nexus_migrate/proxy/statements.py) for
 the requests the benchmark writes while it measures: bodies of about 3 KB and
 responses of about 1 KB, as the seeded rows have."""
 

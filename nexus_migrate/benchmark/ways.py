@@ -20,8 +20,8 @@ import psycopg2
 from yoyo import read_migrations
 
 from .. import MIGRATIONS_DIR
-from ..migrate import yoyo
-from ..settings import OperatorError
+from ..commands.migrate import yoyo
+from ..errors import OperatorError
 
 BASE = "000-init-database"
 WAYS = {"upstream": "upstream's way: each migration in one transaction, plain CREATE INDEX",

@@ -23,7 +23,7 @@ import time
 import psycopg2
 from psycopg2.extras import Json
 
-from ..proxy_sql import INSERT_REQUEST, MARK_TASK_CALLS, UPDATE_RESPONSE
+from ..proxy.statements import INSERT_REQUEST, MARK_TASK_CALLS, UPDATE_RESPONSE
 from . import traffic
 from .report import Panel, size, target
 from .scratch import Server, connect

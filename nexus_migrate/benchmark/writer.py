@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import psycopg2
 
-from ..proxy_sql import INSERT_REQUEST_002, UPDATE_RESPONSE
+from ..proxy.statements import INSERT_REQUEST_002, UPDATE_RESPONSE
 from . import traffic
 from .scratch import connect
 

@@ -25,9 +25,9 @@ from pathlib import Path
 from yoyo import read_migrations
 from yoyo.migrations import topological_sort
 
-from . import MIGRATIONS_DIR, PROJECT_ROOT, YOYO_CONFIG
-from .localpg import LocalServer
-from .settings import run_cli
+from .. import MIGRATIONS_DIR, PROJECT_ROOT, YOYO_CONFIG
+from ..database.localpg import LocalServer
+from ..errors import run_cli
 
 DATABASE = "claude_nexus"
 

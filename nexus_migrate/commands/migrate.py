@@ -2,7 +2,7 @@
 commands (apply, rollback, list, reapply, break-lock, ...) and a few of ours,
 with DATABASE_URL read from the environment or .env (else the running local
 database) and a one-line error, not a traceback, when something is wrong. Runs
-on one database take turns instead of racing (see guards.py)."""
+on one database take turns instead of racing (see database/guards.py)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,15 @@ from yoyo.config import read_config
 from yoyo.exceptions import LockTimeout
 from yoyo.scripts.main import make_argparser
 
-from . import YOYO_CONFIG, backfill_cli, backup, rehearse, sqlplan
-from .accounts import account_map
-from .guards import guarded_session, left_lock
-from .settings import OperatorError, database_url, load_env, run_cli
-from .steps import ALLOW_DATA_LOSS, ALLOW_DATA_LOSS_OPTION
-from .verify_cli import main as verify
+from .. import YOYO_CONFIG
+from ..database.guards import guarded_session, left_lock
+from ..database.settings import database_url, load_env
+from ..errors import OperatorError, run_cli
+from ..proxy.accounts import account_map
+from ..steps import ALLOW_DATA_LOSS, ALLOW_DATA_LOSS_OPTION
+from . import backfill as backfill_cli
+from . import backup, rehearse, sqlplan
+from .verify import main as verify
 
 PROG = "scripts/migrate"
 HELP_OPTIONS = {"-h", "--help"}

@@ -37,7 +37,7 @@ batch at most about that long.
 Settings (environment): NEXUS_BATCH_SECONDS (target duration of a batch,
 default 0.1), NEXUS_BATCH_ROWS (size of the first batch, default 1000),
 NEXUS_BATCH_PAUSE_MS (pause between batches, default 0), and the lock and
-progress settings of steps.py.
+progress settings of settings.py.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .settings import OperatorError
-from .steps import LockNotGranted, Statement, _setting, backoff_seconds, in_transactions_with_lock_retries, lock_attempts
+from .lock_retries import LockNotGranted, in_transactions_with_lock_retries
+from .settings import backoff_seconds, lock_attempts, positive_setting, progress_seconds
+from .statement import Statement
 
 # A batch reads one range of keys and looks the rows it needs up by key: a few
 # hundred rows, each an index lookup away. The statistics lag behind a running
@@ -66,27 +67,16 @@ LAST_KEY = uuid.UUID(int=2 ** 128 - 1)
 SMALLEST_BATCH, LARGEST_BATCH = 10, 100_000
 
 
-def _positive(name: str, default: float, *, zero_ok: bool = False) -> float:
-    value = _setting(name, default)
-    if value < 0 or (value == 0 and not zero_ok):
-        raise OperatorError(f"{name}={value:g} must be {'zero or more' if zero_ok else 'more than zero'}")
-    return value
-
-
 def batch_seconds() -> float:
-    return _positive("NEXUS_BATCH_SECONDS", 0.1)
+    return positive_setting("NEXUS_BATCH_SECONDS", 0.1)
 
 
 def first_batch_rows() -> int:
-    return max(1, int(_positive("NEXUS_BATCH_ROWS", 1000)))
+    return max(1, int(positive_setting("NEXUS_BATCH_ROWS", 1000)))
 
 
 def batch_pause_seconds() -> float:
-    return _positive("NEXUS_BATCH_PAUSE_MS", 0, zero_ok=True) / 1000
-
-
-def progress_seconds() -> float:
-    return _positive("NEXUS_PROGRESS_SECONDS", 5)
+    return positive_setting("NEXUS_BATCH_PAUSE_MS", 0, zero_ok=True) / 1000
 
 
 PARAMETER = re.compile(r"%\((\w+)\)s")
@@ -363,3 +353,16 @@ def run(conn, name: str, rule: Rule, params: dict) -> None:
             f"{name}: gave up after {attempts} visits to rows that another session kept locked (in "
             f"{len(again)} batches); every other row is done, run the same command again once it is gone")
     progress.done()
+
+
+def backfill(name: str, *, find: str, update: str, keep: str | None = None, groups: bool = False,
+             undo=None, params=dict, unless=None):
+    """A step that applies a rule to api_requests in batches (undo: its rollback's rule)."""
+    return Backfill(name, Rule(find, update, keep, groups=groups), undo, params, unless)
+
+
+def backfill_undo(*, walk: str, find: str, update: str, keep: str | None = None):
+    """The rollback of a backfill: walks the table where its keep saved what
+    it overwrote, puts it back and (keep) deletes what it put back. The rows
+    of a group go back together."""
+    return Rule(find, update, keep, walk=walk, groups=True)

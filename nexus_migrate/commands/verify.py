@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from .connection import connect
-from .schema import PROMISES, compare
-from .settings import OperatorError, database_url
+from ..database.connection import connect
+from ..database.settings import database_url
+from ..errors import OperatorError
+from ..proxy.schema import PROMISES, compare
 
 DESCRIPTION = """\
 Compare DATABASE_URL with the schema that its applied migrations (yoyo's

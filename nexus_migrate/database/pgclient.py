@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+from ..errors import OperatorError
 from .connection import connect
 from .localpg import installed_bindirs
-from .settings import OperatorError
 
 BINDIR_VARIABLE = "NEXUS_PG_BINDIR"
 PRIVATE_UMASK = 0o077  # files 0600, folders 0700

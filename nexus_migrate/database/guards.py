@@ -16,7 +16,6 @@ answer instead of yoyo's 10-second lock timeout or a raw database error.
 
 from __future__ import annotations
 
-import configparser
 import os
 import socket
 import sys
@@ -27,9 +26,9 @@ from datetime import datetime
 import psycopg2
 from psycopg2 import sql
 
-from . import YOYO_CONFIG
+from ..errors import OperatorError
 from .connection import LEAST_PRIVILEGE, connect, explain
-from .settings import OperatorError, database_url
+from .settings import database_url, migration_table
 
 # The advisory lock's key (any constant; the key space is per database). In
 # pg_locks it shows as locktype 'advisory', classid 0, objid LOCK_KEY, objsubid 1.
@@ -41,11 +40,6 @@ LOCK_TABLE = "yoyo_lock"
 LOG_TABLE = "_yoyo_log"
 VERSION_TABLE = "_yoyo_version"
 
-
-def migration_table() -> str:
-    config = configparser.ConfigParser(interpolation=None)
-    config.read(YOYO_CONFIG)
-    return config.get("DEFAULT", "migration_table", fallback="_yoyo_migration")
 
 
 def application_name(command: str) -> str:

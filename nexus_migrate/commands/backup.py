@@ -17,8 +17,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import pgclient
-from .settings import OperatorError, database_url, mask_password
+from ..database import pgclient
+from ..database.settings import database_url
+from ..errors import OperatorError, mask_password
 
 OPTION = "--backup"
 COMMANDS = {"apply", "rollback", "reapply"}  # those that change the schema

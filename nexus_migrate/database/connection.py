@@ -21,7 +21,7 @@ import psycopg2
 import psycopg2.extensions
 from yoyo.connections import parse_uri
 
-from .settings import OperatorError
+from ..errors import OperatorError
 
 LEAST_PRIVILEGE = "docs/operating.md, Least privilege"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from yoyo import read_migrations
 
-from . import MIGRATIONS_DIR, PROJECT_ROOT
-from .settings import OperatorError, run_cli
-from .steps import rendered_sql
+from .. import MIGRATIONS_DIR, PROJECT_ROOT
+from ..errors import OperatorError, run_cli
+from ..steps import rendered_sql
 
 SQUAWK_CONFIG = PROJECT_ROOT / ".squawk.toml"
 

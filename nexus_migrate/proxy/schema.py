@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .catalog import applied_migrations, snapshot
+from ..database.catalog import applied_migrations, snapshot
 
 
 @dataclass(frozen=True)

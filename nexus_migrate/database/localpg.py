@@ -29,7 +29,7 @@ from urllib.parse import quote
 import psycopg2
 from psycopg2 import sql
 
-from .settings import OperatorError
+from ..errors import OperatorError
 
 ACCOUNT_WHEN_ROOT = "nobody"
 SUPERUSER = "postgres"

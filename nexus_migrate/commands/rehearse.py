@@ -33,12 +33,13 @@ import psycopg2.errors
 from psycopg2 import sql as pgsql
 from yoyo import get_backend, read_migrations
 
-from . import MIGRATIONS_DIR, pgclient
-from .catalog import applied_migrations, snapshot, widened
-from .schema import verify
-from .settings import OperatorError, database_url, load_env, mask_password
-from .sqlplan import migration_table
-from .steps import Index, RetiredIndex, lock_timeout_ms, widenings
+from .. import MIGRATIONS_DIR
+from ..database import pgclient
+from ..database.catalog import applied_migrations, snapshot, widened
+from ..database.settings import database_url, load_env, migration_table
+from ..errors import OperatorError, mask_password
+from ..proxy.schema import verify
+from ..steps import Index, RetiredIndex, lock_timeout_ms, widenings
 
 YOYO_TABLES = ("_yoyo_migration", "_yoyo_version", "_yoyo_log")  # their rows carry the applied state
 MAX_NAME = 63  # PostgreSQL's identifier length

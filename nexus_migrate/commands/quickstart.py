@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 
-from .localdb import start_local_database, using_local_database
+from ..database.local import start_local_database, using_local_database
+from ..database.settings import database_url, load_env
+from ..errors import mask_password, run_cli
 from .migrate import guarded
-from .settings import database_url, load_env, mask_password, run_cli
 
 
 def main(argv: list[str]) -> int:

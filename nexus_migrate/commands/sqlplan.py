@@ -21,7 +21,6 @@ for an equivalent index).
 from __future__ import annotations
 
 import argparse
-import configparser
 
 from yoyo import get_backend, read_migrations
 from yoyo.internalmigrations import get_current_version, schema_versions
@@ -29,17 +28,11 @@ from yoyo.migrations import topological_sort
 from yoyo.scripts.main import InvalidArgument
 from yoyo.scripts.migrate import migrations_to_revision
 
-from . import MIGRATIONS_DIR, YOYO_CONFIG
-from .backfill import Backfill
-from .pgclient import read_only_url
-from .settings import OperatorError, database_url, load_env, mask_password
-from .steps import ALLOW_DATA_LOSS, Check, Constraint, Index, RetiredIndex, lock_attempts, rendered_sql
-
-
-def migration_table() -> str:
-    config = configparser.RawConfigParser()
-    config.read(YOYO_CONFIG)
-    return config.get("DEFAULT", "migration_table", fallback="_yoyo_migration")
+from .. import MIGRATIONS_DIR
+from ..database.pgclient import read_only_url
+from ..database.settings import database_url, load_env, migration_table
+from ..errors import OperatorError, mask_password
+from ..steps import ALLOW_DATA_LOSS, Backfill, Check, Constraint, Index, RetiredIndex, lock_attempts, rendered_sql
 
 
 def select(direction: str, revision: str | None = None, every: bool = False, url: str | None = None) -> list:

@@ -13,13 +13,14 @@ import argparse
 
 from yoyo import read_migrations
 
-from . import MIGRATIONS_DIR
-from .accounts import account_map
-from .backfill import Backfill
-from .catalog import applied_migrations
-from .connection import connect
-from .guards import guarded_session, migration_table
-from .settings import OperatorError, load_env
+from .. import MIGRATIONS_DIR
+from ..database.catalog import applied_migrations
+from ..database.connection import connect
+from ..database.guards import guarded_session
+from ..database.settings import load_env, migration_table
+from ..errors import OperatorError
+from ..proxy.accounts import account_map
+from ..steps import Backfill
 
 DESCRIPTION = """\
 Finish the backfills of the applied migrations (003 Task calls and sub-task

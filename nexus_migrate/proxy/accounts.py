@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from .settings import OperatorError
+from ..errors import OperatorError
 
 SETTING = "NEXUS_ACCOUNT_MAP"
 CREDENTIALS_SUFFIX = ".credentials.json"

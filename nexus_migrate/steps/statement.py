@@ -1,0 +1,22 @@
+"""A statement as a step sends it, and how a step's SQL is named in messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def first_line(sql: str) -> str:
+    return " ".join(sql.split())[:80]
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement as a step sends it: in a transaction of its own under the
+    lock_timeout (and retried), or on its own outside any transaction."""
+
+    sql: str
+    in_transaction: bool
+
+
+def statements_of(sqls, in_transaction: bool) -> list[Statement]:
+    return [Statement(sql, in_transaction) for sql in sqls if sql]
