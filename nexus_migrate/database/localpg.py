@@ -195,6 +195,22 @@ class LocalServer:
                 raise LocalServerError(f"{self.binaries} did not start: {self._last_log_line(started)}")
         return self.url()
 
+    def start_standby(self, home: Path) -> LocalServer:
+        """A streaming standby of this running server, copied by pg_basebackup
+        into home and started there (on a port and socket of its own); it
+        replays what this server writes until it is removed."""
+        standby = LocalServer(home, self.binaries, self.settings, tcp=self.tcp, environment=self.environment)
+        if standby.port() is None and not (standby.data / "PG_VERSION").exists():
+            standby._private_home()
+            # -R writes standby.signal and primary_conninfo; -X stream copies the
+            # WAL written meanwhile, so the copy starts consistent.
+            copied = self._run("pg_basebackup", "-d", self.url(), "-D", str(standby.data), "-X", "stream", "-R",
+                               "-c", "fast")
+            if copied.returncode != 0:
+                raise LocalServerError(f"pg_basebackup failed: {self._last_log_line(copied)}")
+        standby.start()
+        return standby
+
     def stop(self) -> bool:
         """Stop the server; False when it was not running."""
         if self.port() is None:
