@@ -111,6 +111,7 @@ steps = migration(
                 ON CONFLICT (request_id) DO NOTHING
         """,
         groups=True,
+        walk_by="parent_task_request_id",  # only sub-task starts have one (003's partial index)
         undo=backfill_undo(
             walk="api_requests_subtask_moves",
             find="SELECT t.request_id, t.conversation_id, t.branch_id FROM api_requests_subtask_moves t WHERE {batch}",

@@ -34,11 +34,14 @@ def add_later_columns(db) -> None:
                         cur.execute(step.apply_sql)
 
 
-def store_history_at_002(yoyo, db):
-    """The database at 002 with the later columns, holding the history;
-    returns the history."""
+def store_history_at_002(yoyo, db, fillfactor: int | None = None):
+    """The database at 002 with the later columns, holding the history (its
+    pages filled to fillfactor percent, if given); returns the history."""
     yoyo("apply", "-r", UP_TO_002)
     add_later_columns(db)
+    if fillfactor:
+        with db.cursor() as cur:
+            cur.execute(f"ALTER TABLE api_requests SET (fillfactor = {fillfactor})")
     h = history()
     store(db, h)
     return h

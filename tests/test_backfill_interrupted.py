@@ -2,11 +2,13 @@
 again: the result is exactly that of a run that was never interrupted (every
 backfilled column of every row), and it is the rules' answer.
 
-Batches are made tiny (NEXUS_BATCH_ROWS=10, a target time so short that they
-stay at the smallest size) with a pause between them, so that the test sees a
-backfill half done and kills it there. The 'waiting' points hold a row lock
-that a batch of 003's links or 008's moves waits for: the kill lands inside
-that batch's transaction."""
+The history is stored one row a page (fillfactor 10), and batches are made
+tiny (a target time so short that they stay at the smallest size: one page, or
+one sub-task start for 008's walk of its index) with a pause between them, so
+that the test sees a backfill half done and kills it there; the migrations
+before the one killed are applied first at full speed. The 'waiting' points
+hold a row lock that a batch of 003's links or 008's moves waits for: the
+kill lands inside that batch's transaction."""
 
 from __future__ import annotations
 
@@ -25,20 +27,20 @@ from .migrations import ALL
 from .test_backfill import UP_TO_002, add_later_columns, assert_rows, store_history_at_002, write_map
 from .traffic import start_migrate
 
-SLOW = {"NEXUS_BATCH_ROWS": "10", "NEXUS_BATCH_SECONDS": "0.0001", "NEXUS_BATCH_PAUSE_MS": "100",
+SLOW = {"NEXUS_BATCH_ROWS": "1", "NEXUS_BATCH_SECONDS": "0.0001", "NEXUS_BATCH_PAUSE_MS": "100",
         "NEXUS_LOCK_ATTEMPTS": "1000"}
 # How pg_stat_activity shows the batches that wait for a held row, and when
-# to lock it: after the ALTER TABLEs that the lock would keep out, after 007,
-# which would skip that row and come back for it until it gave up, and after
-# 008's concurrent index build, which would wait for the holder's whole
-# transaction if the holder's statement were running as it took its snapshot.
+# to lock it: after the ALTER TABLEs that the lock would keep out (003's Task
+# calls under way), or before the apply of 008 starts (the migrations before
+# it applied; 008's concurrent index build does not wait for an idle holder).
 WAITING = {"003 sub-task links": ("-- 003 sub-task links: a batch", "SELECT count(task_tool_invocation) > %s FROM api_requests"),
-           "008 moves": ("-- 008 sub-tasks into their parent's conversation: a batch",
-                         "SELECT EXISTS (SELECT FROM pg_index WHERE indisvalid AND indexrelid = "
-                         "to_regclass('idx_api_requests_domain_newest_first'))")}
-# Between that point and the held row's batch lie several batches; a longer
-# pause gives the test, slowed by a busy machine, time to take the lock first.
-WAITING_SETTINGS = dict(SLOW, NEXUS_LOCK_TIMEOUT_MS="60000", NEXUS_BATCH_PAUSE_MS="300")
+           "008 moves": ("-- 008 sub-tasks into their parent's conversation: a batch", None)}
+# The migration before each backfill's own, applied at full speed first.
+BEFORE = {"003 Task calls": None, "003 sub-task links": None, "005 accounts": "004-optimize-conversation-window-functions",
+          "007 parent requests": "006-split-conversation-hashes", "008 moves": "007-add-parent-request-id"}
+# The lock is taken before 008 starts, and while 003's Task calls have most of
+# their walk and all of their catch-up pass to go before its links begin.
+WAITING_SETTINGS = dict(SLOW, NEXUS_LOCK_TIMEOUT_MS="60000")
 
 # How to see each backfill half done: a count that is above its value before
 # the backfill began, and below its value at the end.
@@ -76,7 +78,9 @@ def counts(h) -> dict[str, tuple[int, int]]:
 
 @pytest.fixture
 def prepared(yoyo, db):
-    return store_history_at_002(yoyo, db)
+    # One row a page: a batch of the physical walk holds one row of this small
+    # history, as a batch of a big table holds a small part of it.
+    return store_history_at_002(yoyo, db, fillfactor=10)
 
 
 # (the backfill, where in it: a fraction of its rows done, or "waiting" for a held row lock).
@@ -95,17 +99,20 @@ def test_kill_9_in_a_backfill_then_a_rerun_gives_the_uninterrupted_result(backfi
     start, end = counts(h)[backfill]
     holder = None
     settings = WAITING_SETTINGS if point == "waiting" else SLOW
+    if BEFORE[backfill]:
+        before = start_migrate("apply", "--batch", "-r", BEFORE[backfill], DATABASE_URL=database_url,
+                               NEXUS_ACCOUNT_MAP=mapping)
+        assert before.wait(timeout=300) == 0
+    if point == "waiting" and WAITING[backfill][1] is None:
+        holder = hold_row(database_url, h)
     apply = start_migrate("apply", "--batch", DATABASE_URL=database_url, NEXUS_ACCOUNT_MAP=mapping, **settings)
     with db.cursor() as cur:
         if point == "waiting":
             marker, begun = WAITING[backfill]
-            if "%s" in begun:  # 003's Task calls under way: its ALTER TABLE and index builds are done
+            if begun:  # 003's Task calls under way: its ALTER TABLE and index builds are done
                 begun = begun % counts(h)["003 Task calls"][0]
-            wait_until(lambda: cur.execute(begun) or cur.fetchone()[0], f"the steps before {backfill} to be done")
-            # a follow-up row of a sub-task that the backfill links (003) or moves (008)
-            holder = psycopg2.connect(database_url)
-            with holder.cursor() as held:
-                held.execute("SELECT FROM api_requests WHERE request_id = %s FOR UPDATE", (str(h.named["st.5s.2"]),))
+                wait_until(lambda: cur.execute(begun) or cur.fetchone()[0], f"the steps before {backfill} to be done")
+                holder = hold_row(database_url, h)
             condition = ("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                          "AND query LIKE %s", (f"%{marker}%",))
             wait_until(lambda: cur.execute(*condition) or cur.fetchone(), f"{backfill} to wait for the row")
@@ -132,6 +139,15 @@ def test_kill_9_in_a_backfill_then_a_rerun_gives_the_uninterrupted_result(backfi
     assert applied_migrations(db) == ALL
     assert checksum(db) == uninterrupted_checksum(h, db, tmp_path)
     assert_rows(read(db), expected(h), h)
+
+
+def hold_row(database_url: str, h):
+    """A session holding a row lock on a follow-up row of a sub-task that the
+    backfill links (003) or moves (008)."""
+    holder = psycopg2.connect(database_url)
+    with holder.cursor() as held:
+        held.execute("SELECT FROM api_requests WHERE request_id = %s FOR UPDATE", (str(h.named["st.5s.2"]),))
+    return holder
 
 
 _UNINTERRUPTED: dict[str, str] = {}
