@@ -18,7 +18,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..database import pgclient
-from ..database.settings import database_url
 from ..errors import OperatorError, mask_password
 
 OPTION = "--backup"
