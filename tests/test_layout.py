@@ -58,7 +58,7 @@ def layer(module: str) -> int | None:
 def test_the_import_graph_is_read():
     """The reader sees the imports it checks (else the tests below prove nothing)."""
     edges = graph()
-    assert "nexus_migrate.steps.lock_retries" in edges["nexus_migrate.steps.backfill"]
+    assert "nexus_migrate.steps.lock_retries" in edges["nexus_migrate.steps.batches"]
     assert "nexus_migrate.database.local" in edges["nexus_migrate.database.settings"]
     assert "nexus_migrate.errors" in edges["nexus_migrate.commands.localdb"]
 

@@ -44,7 +44,7 @@ def test_a_row_moved_or_written_behind_the_walk_is_still_caught(yoyo, db, databa
     try:
         with db.cursor() as cur:
             # (a page the walk has passed: it only goes on from there)
-            position = wait_until(lambda: max(walked_to(cur), 0) >= 40 and walked_to(cur), "005 to walk 40 pages")
+            position = wait_until(lambda: (page := walked_to(cur)) >= 40 and page, "005 to walk 40 pages")
             # The walk's own updates left dead rows behind it: vacuumed, their
             # pages are where the free space map sends the next new row.
             cur.execute("VACUUM api_requests")

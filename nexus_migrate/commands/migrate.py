@@ -22,7 +22,7 @@ from ..errors import OperatorError, run_cli
 from ..proxy.accounts import account_map
 from ..steps import ALLOW_DATA_LOSS, ALLOW_DATA_LOSS_OPTION
 from . import backfill as backfill_cli
-from . import backup, rehearse, sqlplan
+from . import backup, rehearse, sqlplan, status
 from .verify import main as verify
 
 PROG = "scripts/migrate"
@@ -41,6 +41,7 @@ OWN_COMMANDS = {
     "rehearse": OwnCommand(rehearse.main, "the pending migrations on a scratch copy of the schema; the target is only read"),
     "sql": OwnCommand(sqlplan.main, "print the SQL that apply (sql rollback: rollback) would run, running none of it"),
     "backfill": OwnCommand(backfill_cli.main, "finish the backfills of applied migrations (backfill ID: of one), in batches"),
+    "status": OwnCommand(status.main, "what a running apply is doing: its sessions, its backfill's progress and holds"),
 }
 
 # Our line for each of yoyo's commands; one that a later yoyo adds is listed

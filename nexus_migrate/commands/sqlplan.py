@@ -108,10 +108,11 @@ def _describe(step, direction: str) -> str:
                 "-- name but another definition (DROP CONSTRAINT ..., ADD CONSTRAINT ... in one statement).")
     if isinstance(step, Backfill):
         return (f"a backfill, {step.name}: the runner sends this statement once per batch of rows, each in a\n"
-                "-- transaction of its own, with the batch's own keys in `t.request_id BETWEEN ... AND ...` (shown here\n"
-                "-- with the whole key range: one batch, which psql runs as one transaction), sized to\n"
-                f"-- NEXUS_BATCH_SECONDS, and visits again the rows it skipped while the proxy held them. psql cannot\n"
-                "-- reproduce that loop; the result is the same.")
+                "-- transaction of its own, with the batch's own range of pages in `t.ctid >= ... AND t.ctid < ...`\n"
+                "-- (or of an indexed column's values; shown here with the whole table: one batch, which psql runs\n"
+                "-- as one transaction), sized to NEXUS_BATCH_SECONDS, holding while a standby lags; then once more\n"
+                "-- over the rows written behind it, and over the rows it skipped while the proxy held them. psql\n"
+                "-- cannot reproduce that loop; the result is the same.")
     if isinstance(step, Check):
         return "a check, outside a transaction: raises an error if the database is not as the migration needs."
     return "in a transaction of its own."

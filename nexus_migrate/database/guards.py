@@ -47,20 +47,27 @@ def application_name(command: str) -> str:
     return f"scripts/migrate {command} pid {os.getpid()} on {socket.gethostname()}"[:63]
 
 
-def _holder(cur) -> str:
-    """Who holds the advisory lock, as far as this role may see."""
+def turn_holder(cur) -> str | None:
+    """Who holds the migrations' turn (the advisory lock), as far as this role
+    may see; None when no session does."""
     cur.execute("""
         SELECT a.pid, a.application_name, date_trunc('second', a.backend_start)
-          FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
          WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = %s
            AND l.objsubid = 1
            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())""",
                 (LOCK_KEY,))
     row = cur.fetchone()
     if row is None:
-        return "another session"
+        return None
     pid, name, since = row
+    if pid is None:
+        return "another session"
     return f"session {pid}" + (f" '{name}'" if name else "") + (f" since {since}" if since else "")
+
+
+def _holder(cur) -> str:
+    return turn_holder(cur) or "another session"
 
 
 @contextmanager

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from .lock_retries import LockNotGranted, in_transactions_with_lock_retries
 from .settings import backoff_seconds, lock_attempts, positive_setting, progress_seconds
+from .throttle import Throttle
 
 # A batch reads one range of the walk and looks the rows it needs up by key: a
 # few hundred rows, each an index lookup away. The statistics lag behind a
@@ -151,7 +152,7 @@ class _Counts:
     changed: int
 
 
-def _batch(conn, name: str, rule, params: dict, walk, first, size: int | None, bounds=None):
+def _batch(conn, name: str, rule, params: dict, walk, first, size: int | None, bounds=None, throttle=None):
     """One batch in a transaction of its own: the range of size from first
     (or the range bounds, when given). Returns (range, counts), or (None,
     None) when the walk has ended. The statement starts with the backfill's
@@ -170,7 +171,8 @@ def _batch(conn, name: str, rule, params: dict, walk, first, size: int | None, b
     where = walk.describe(bounds) if bounds else f"from {first}"
     return in_transactions_with_lock_retries(
         conn, work, what=f"the locks for a batch of «{_first_words(rule)}» ({where})",
-        nothing_changed="the batches before it are done and nothing of this one was changed")
+        nothing_changed="the batches before it are done and nothing of this one was changed",
+        committed=throttle.committed if throttle else None)
 
 
 def _first_words(rule) -> str:
@@ -203,8 +205,8 @@ class Progress:
     """A line every NEXUS_PROGRESS_SECONDS: rows looked at of those to look
     at, rows changed, rows per second and the time left; one line at the end."""
 
-    def __init__(self, name: str, total: int | None):
-        self.name, self.total = name, total
+    def __init__(self, name: str, total: int | None, throttle: Throttle):
+        self.name, self.total, self.throttle = name, total, throttle
         self.rows = self.changed = 0
         self.started = self.printed = time.monotonic()
         self.every = progress_seconds()
@@ -216,6 +218,13 @@ class Progress:
         if now - self.printed >= self.every:
             self.printed = now
             print(f"{self.name}: {self._so_far(now)}", flush=True)
+            self.throttle.show(self._short(now))
+
+    def _short(self, now: float) -> str:
+        """How far, in a few words (application_name keeps 63 bytes)."""
+        if self.total:
+            return f"{100 * self.rows // max(self.total, self.rows)}% of {self.total:,} rows"
+        return f"{self.rows:,} rows"
 
     def _so_far(self, now: float) -> str:
         rate = self.rows / max(now - self.started, 1e-6)
@@ -226,13 +235,16 @@ class Progress:
         text += f", {self.changed:,} changed, {rate:,.0f} rows/s"
         if self.total:
             text += f", about {(total - self.rows) / rate if rate else 0:,.0f} s left"
+        if self.throttle.held:
+            text += f", held {self.throttle.held:,.1f} s"
         return text
 
     def done(self) -> None:
         elapsed = time.monotonic() - self.started
+        held = f" ({self.throttle.held:.1f} s of it held)" if self.throttle.held else ""
         if self.changed:
-            print(f"{self.name}: done, {self.changed:,} rows changed of {self.rows:,} looked at, in {elapsed:.2f} s",
-                  flush=True)
+            print(f"{self.name}: done, {self.changed:,} rows changed of {self.rows:,} looked at, in {elapsed:.2f} s"
+                  f"{held}", flush=True)
         else:
             print(f"{self.name}: nothing left to do ({self.rows:,} rows looked at in {elapsed:.2f} s)", flush=True)
 
@@ -245,15 +257,16 @@ def _oldest_running_xid(conn) -> str:
         return str(cur.fetchone()[0])
 
 
-def _walk(conn, name: str, rule, params: dict, walk, progress: Progress, again: list, *,
+def _walk(conn, name: str, rule, params: dict, walk, progress: Progress, again: list, throttle: Throttle, *,
           catching_up: bool = False) -> None:
     """Every batch of walk; the ranges that skipped rows another session held go to again."""
     target, pause = batch_seconds(), batch_pause_seconds()
     size = walk.first_size(conn, first_batch_rows())
     first = walk.start
     while True:
+        throttle.before_batch()
         started = time.monotonic()
-        bounds, counts = _batch(conn, name, rule, params, walk, first, size)
+        bounds, counts = _batch(conn, name, rule, params, walk, first, size, throttle=throttle)
         if bounds is None:
             return
         elapsed = time.monotonic() - started
@@ -273,16 +286,27 @@ def run(conn, name: str, rule, params: dict) -> None:
     """rule over every row of the table it walks, in batches; then the catch-up
     pass of a physical walk; then once more over the batches that skipped rows
     another session held."""
-    progress = Progress(name, _estimate(conn, rule))
+    throttle = Throttle(conn, name)
+    progress = Progress(name, _estimate(conn, rule), throttle)
+    try:
+        _run(conn, name, rule, params, progress, throttle)
+    finally:
+        if not conn.closed:
+            throttle.close()
+
+
+def _run(conn, name: str, rule, params: dict, progress: Progress, throttle: Throttle) -> None:
     again: list = []
     if rule.walk_by:
         walk = KeyWalk(rule.walk, rule.walk_by)
-        _walk(conn, name, rule, params, walk, progress, again)
+        _walk(conn, name, rule, params, walk, progress, again, throttle)
     else:
         since = _oldest_running_xid(conn)
         walk = PageWalk(conn, rule.walk)
-        _walk(conn, name, rule, params, walk, progress, again)
-        _walk(conn, name, rule, params, PageWalk(conn, rule.walk, since), progress, again, catching_up=True)
+        _walk(conn, name, rule, params, walk, progress, again, throttle)
+        throttle.show("catching up")
+        _walk(conn, name, rule, params, PageWalk(conn, rule.walk, since), progress, again, throttle,
+              catching_up=True)
     attempts = lock_attempts()
     for attempt in range(1, attempts + 1):
         if not again:
@@ -290,7 +314,8 @@ def run(conn, name: str, rule, params: dict) -> None:
         time.sleep(backoff_seconds(attempt))
         ranges, again = again, []
         for bounds in ranges:
-            _, counts = _batch(conn, name, rule, params, walk, None, None, bounds)
+            throttle.before_batch()
+            _, counts = _batch(conn, name, rule, params, walk, None, None, bounds, throttle=throttle)
             progress.changed += counts.changed
             if counts.locked < counts.found:
                 again.append(bounds)

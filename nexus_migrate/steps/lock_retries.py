@@ -81,13 +81,15 @@ def _await_long_holders(cur, sql: str, timeout_ms: int, patience: float, told: s
 
 
 def in_transactions_with_lock_retries(conn, work, *, what: str, wait_for: str | None = None,
-                                      nothing_changed: str = "nothing of that statement was changed"):
+                                      nothing_changed: str = "nothing of that statement was changed",
+                                      committed=None):
     """work(cursor) inside BEGIN ... COMMIT under the lock_timeout, tried again
     with backoff while a lock is not had in time; its result once it commits.
     Before each attempt, while a session has long held a lock on a relation
     that wait_for (SQL) names, it waits without asking for any (an autovacuum
     it cancels where allowed). After the last attempt, one line:
-    LockNotGranted saying what it could not get (and nothing_changed)."""
+    LockNotGranted saying what it could not get (and nothing_changed).
+    committed(seconds), if given, hears how long the COMMIT took."""
     timeout, attempts = lock_timeout_ms(), lock_attempts()
     told: set[int] = set()
     with conn.cursor() as cur:
@@ -98,7 +100,10 @@ def in_transactions_with_lock_retries(conn, work, *, what: str, wait_for: str | 
                 cur.execute("BEGIN")
                 cur.execute(set_lock_timeout(timeout))
                 result = work(cur)
+                started = time.monotonic()
                 cur.execute("COMMIT")
+                if committed:
+                    committed(time.monotonic() - started)
                 return result
             except psycopg2.errors.LockNotAvailable:
                 cur.execute("ROLLBACK")

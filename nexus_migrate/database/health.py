@@ -1,0 +1,54 @@
+"""What the server says of its own health, as a backfill's throttle reads it
+between batches: where each standby has replayed to, which sessions wait for
+the WAL to be written. Every read is of PostgreSQL's statistics views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Sessions of other roles show their wait only to members of pg_read_all_stats
+# (pg_monitor has it); a walsender's positions likewise.
+MONITOR_GRANT = "GRANT pg_monitor TO the migrating role"
+
+STANDBYS = """
+    SELECT coalesce(nullif(application_name, ''), client_addr::text, 'standby ' || pid), state,
+           pg_current_wal_lsn(), replay_lsn, extract(epoch FROM replay_lag)
+      FROM pg_stat_replication"""
+
+# Commits of other clients that wait for the WAL to reach the disk (not the
+# server's own processes: the WAL writer and the checkpointer wait so by design).
+WAL_WAITERS = """
+    SELECT count(*) FROM pg_stat_activity
+     WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'
+       AND (wait_event_type, wait_event) IN (('IO', 'WalSync'), ('IO', 'WalWrite'),
+                                                                         ('LWLock', 'WALWrite'))"""
+
+
+@dataclass(frozen=True)
+class Standby:
+    name: str
+    written: int  # the primary's WAL position when read (bytes)
+    replayed: int | None  # the standby's replay position, None when this role may not see it
+    replay_lag: float | None  # seconds, as the view says (stale while replay is stuck)
+
+
+def _lsn(text: str | None) -> int | None:
+    if text is None:
+        return None
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def standbys(cur) -> list[Standby]:
+    cur.execute(STANDBYS)
+    return [Standby(name, _lsn(written), _lsn(replayed), lag) for name, _, written, replayed, lag in cur.fetchall()]
+
+
+def wal_waiters(cur) -> int | None:
+    """Other sessions waiting on the WAL; None when this role cannot see
+    other roles' waits (pg_read_all_stats)."""
+    cur.execute("SELECT pg_has_role('pg_read_all_stats', 'USAGE')")
+    if not cur.fetchone()[0]:
+        return None
+    cur.execute(WAL_WAITERS)
+    return cur.fetchone()[0]

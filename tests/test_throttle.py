@@ -1,0 +1,153 @@
+"""The backfills hold for a streaming standby that falls behind: a real
+standby, copied from the suite's server with pg_basebackup, whose replay the
+test pauses (pg_wal_replay_pause) and resumes."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import tempfile
+import threading
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from nexus_migrate import PROJECT_ROOT
+from nexus_migrate.database.catalog import applied_migrations
+
+from .conftest import run_script, wait_until
+from .history import expected, read
+from .migrations import ALL
+from .test_backfill import assert_rows, store_history_at_002, write_map
+from .traffic import start_migrate
+
+# Small batches with a pause: the backfills take a few seconds, so that the
+# lag grows past the bound while they run.
+PACED = {"NEXUS_BATCH_ROWS": "1", "NEXUS_BATCH_SECONDS": "0.0001", "NEXUS_BATCH_PAUSE_MS": "20",
+         "NEXUS_MAX_REPLICA_LAG": "0.5"}
+# Every row of the table, as the standby must show it too.
+ROWS = "SELECT count(*), md5(string_agg(t::text, ',' ORDER BY request_id)) FROM api_requests t"
+
+
+@pytest.fixture
+def standby(server):
+    home = Path(tempfile.mkdtemp(prefix="nexus-test-standby-"))
+    replica = server.start_standby(home)
+    yield replica
+    replica.remove()
+
+
+def lines_of(process) -> queue.Queue:
+    """process's stdout, line by line, as it comes."""
+    lines: queue.Queue = queue.Queue()
+
+    def read_lines():
+        for line in process.stdout:
+            lines.put(line.rstrip("\n"))
+    threading.Thread(target=read_lines, daemon=True).start()
+    return lines
+
+
+def wait_for_line(lines: queue.Queue, words: str, seen: list) -> str:
+    def found():
+        while not lines.empty():
+            seen.append(lines.get())
+            if words in seen[-1]:
+                return seen[-1]
+        return None
+    return wait_until(found, f"a line saying {words!r}")
+
+
+def replay(standby, database_url: str, pause: bool) -> None:
+    conn = psycopg2.connect(standby.url(database_url.rsplit("/", 1)[1]))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_wal_replay_pause()" if pause else "SELECT pg_wal_replay_resume()")
+    conn.close()
+
+
+def caught_up(db, standby, database_url: str) -> tuple:
+    """Once the standby has replayed all this server wrote, its rows (which
+    must be this server's)."""
+    with db.cursor() as cur:
+        cur.execute("SELECT pg_current_wal_lsn()")
+        written = cur.fetchone()[0]
+    replica = psycopg2.connect(standby.url(database_url.rsplit("/", 1)[1]))
+    replica.autocommit = True
+    with replica.cursor() as cur:
+        wait_until(lambda: cur.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (written,))
+                   or cur.fetchone()[0], "the standby to replay everything")
+        cur.execute(ROWS)
+        rows = cur.fetchone()
+    replica.close()
+    return rows
+
+
+def test_a_paused_standby_holds_the_backfill_and_resumed_it_finishes_as_if_never_held(
+        yoyo, db, database_url, standby, tmp_path):
+    h = store_history_at_002(yoyo, db, fillfactor=10)
+    replay(standby, database_url, pause=True)
+    apply = start_migrate("apply", "--batch", DATABASE_URL=database_url, NEXUS_ACCOUNT_MAP=write_map(tmp_path),
+                          **PACED)
+    seen: list[str] = []
+    try:
+        line = wait_for_line(lines_of(apply), ": holding: standby", seen)
+        assert "replays" in line and "NEXUS_MAX_REPLICA_LAG 0.5 s" in line
+        held = read(db)
+        status = run_script(PROJECT_ROOT, "migrate", "status", DATABASE_URL=database_url)
+        assert status.returncode == 0, status.stderr
+        assert "running: session" in status.stdout and "held: standby" in status.stdout, status.stdout
+        threading.Event().wait(1.5)  # the backfill stays held: no row changes meanwhile
+        assert read(db) == held
+        assert apply.poll() is None
+        replay(standby, database_url, pause=False)
+        assert apply.wait(timeout=300) == 0, apply.stderr.read()
+    finally:
+        if apply.poll() is None:
+            os.killpg(apply.pid, signal.SIGKILL)
+    assert_rows(read(db), expected(h), h)
+    with db.cursor() as cur:
+        cur.execute(ROWS)
+        assert caught_up(db, standby, database_url) == cur.fetchone()
+
+
+def test_a_hold_past_its_limit_stops_with_one_line_and_a_rerun_finishes(yoyo, db, database_url, standby, tmp_path):
+    h = store_history_at_002(yoyo, db, fillfactor=10)
+    mapping = write_map(tmp_path)
+    replay(standby, database_url, pause=True)
+    held = start_migrate("apply", "--batch", DATABASE_URL=database_url, NEXUS_ACCOUNT_MAP=mapping,
+                         NEXUS_MAX_HOLD_SECONDS="1", **PACED)
+    out, err = held.communicate(timeout=300)
+    assert held.returncode != 0
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: ") and "longer than NEXUS_MAX_HOLD_SECONDS (1 s)" in line and "Traceback" not in err
+    assert applied_migrations(db) != ALL
+    replay(standby, database_url, pause=False)
+    again = start_migrate("apply", "--batch", DATABASE_URL=database_url, NEXUS_ACCOUNT_MAP=mapping)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert applied_migrations(db) == ALL
+    assert_rows(read(db), expected(h), h)
+
+
+def test_kill_9_while_held_then_a_rerun_gives_the_uninterrupted_result(yoyo, db, database_url, standby, tmp_path):
+    h = store_history_at_002(yoyo, db, fillfactor=10)
+    mapping = write_map(tmp_path)
+    replay(standby, database_url, pause=True)
+    apply = start_migrate("apply", "--batch", DATABASE_URL=database_url, NEXUS_ACCOUNT_MAP=mapping, **PACED)
+    wait_for_line(lines_of(apply), ": holding: standby", [])
+    os.killpg(apply.pid, signal.SIGKILL)
+    apply.wait()
+    replay(standby, database_url, pause=False)
+    with db.cursor() as cur:
+        wait_until(lambda: cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
+                                       "'scripts/migrate%%'") or cur.fetchone()[0] == 0,
+                   "the killed apply's sessions to end")
+    assert yoyo("break-lock") == 0
+    again = start_migrate("apply", "--batch", DATABASE_URL=database_url, NEXUS_ACCOUNT_MAP=mapping)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert applied_migrations(db) == ALL
+    assert_rows(read(db), expected(h), h)
