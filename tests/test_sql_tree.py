@@ -147,7 +147,8 @@ def test_index_and_constraint_steps_read_their_names_in_any_spelling():
                  "DROP INDEX CONCURRENTLY IF EXISTS idx_sql_tree_test")
     assert isinstance(step, Index) and step.name == "idx_sql_tree_test"
     assert retired_index("DROP INDEX CONCURRENTLY IF EXISTS idx_old", replaced_by=None).name == "idx_old"
-    added = constraint("ALTER TABLE t ADD CONSTRAINT k CHECK (a > 0) NOT VALID", "ALTER TABLE t DROP CONSTRAINT IF EXISTS k")
+    added = constraint("ALTER TABLE t ADD CONSTRAINT k CHECK (a > 0) NOT VALID",
+                       "ALTER TABLE t DROP CONSTRAINT IF EXISTS k")
     assert isinstance(added, Constraint) and (added.table, added.name) == ("t", "k")
 
 

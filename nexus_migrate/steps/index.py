@@ -19,7 +19,6 @@ from .settings import progress_seconds
 from .sql_tree import created_index, dropped_index
 from .statement import Statement, statements_of
 
-
 # Every index step of the migrations by name, as the migration files create
 # them: a retired index is built again on rollback with its own statement.
 _INDEX_STEPS: dict[str, Index] = {}
