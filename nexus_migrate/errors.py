@@ -25,6 +25,25 @@ def mask_password(text: str, url: str | None = None) -> str:
         text = text.replace(form, "***")
     return text
 
+def one_line_when_uncaught() -> None:
+    """An OperatorError that reaches the top of a program that is not ours
+    (plain yoyo, which shows any failure with its traceback) is shown as the
+    one line run_cli shows; Python then exits with 1. Any other exception keeps
+    its traceback."""
+    previous = sys.excepthook
+    if getattr(previous, "one_line", False):
+        return
+
+    def hook(kind, exc, traceback) -> None:
+        if issubclass(kind, OperatorError):
+            print(f"error: {mask_password(str(exc))}", file=sys.stderr)
+        else:
+            previous(kind, exc, traceback)
+
+    hook.one_line = True
+    sys.excepthook = hook
+
+
 def run_cli(main: Callable[[list[str]], int | None]) -> None:
     """Run a command's main(argv) and exit with its code; a failure becomes one
     line on stderr (password masked) and a non-zero exit, never a traceback."""

@@ -114,7 +114,7 @@ def test_conversation_lookups_and_dashboard_reads(migrated):
     # the proxy links a new request to its conversation through the parent's hash
     cur.execute("SELECT conversation_id, branch_id FROM api_requests WHERE current_message_hash = %s",
                 (sha("tell me more"),))
-    assert cur.fetchone() == (str(conversation), "main")
+    assert cur.fetchall() == [(str(conversation), "main")]
     cur.execute("SELECT count(*) FROM api_requests WHERE conversation_id = %s AND parent_message_hash = %s",
                 (str(conversation), sha("hello")))
     assert cur.fetchone()[0] == 2
@@ -130,8 +130,9 @@ def test_conversation_lookups_and_dashboard_reads(migrated):
     assert cur.fetchone() == (4, 1)
     cur.execute("SELECT model, count(*) FROM api_requests GROUP BY model ORDER BY model NULLS LAST")
     assert cur.fetchall() == [("claude-sonnet-4", 4), (None, 1)]
-    cur.execute("SELECT domain FROM api_requests ORDER BY timestamp DESC LIMIT 1")
-    assert cur.fetchone()[0] == "team.example.com"
+    cur.execute("SELECT request_id FROM api_requests WHERE domain = %s ORDER BY timestamp DESC LIMIT 1",
+                ("team.example.com",))
+    assert cur.fetchall() == [(str(branch),)]
 
 
 @pytest.mark.parametrize("query", [ONE_CONVERSATION, LATEST_CONVERSATIONS], ids=["one", "latest"])

@@ -4,8 +4,9 @@ by English words.
 
 The server here speaks German. The wheels' PostgreSQL carries no translations;
 PostgreSQL from Debian's packages does. glibc's de_DE.UTF-8 locale is
-generated into a folder of the suite's own (LOCPATH), so the machine needs
-none installed. Where either is missing, these tests are skipped.
+generated into a folder of the suite's own (LOCPATH) from Debian's locale
+sources (the locales package). Where either is missing, these tests are
+skipped, and in CI they fail: .ci/run installs both.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.database.connection import explain_refusal
 from nexus_migrate.database.localpg import LocalServer, LocalServerError, find_binaries
 
-from .conftest import SERVER_VERSIONS, as_role, assert_one_line_error, run_script
+from .conftest import SERVER_VERSIONS, as_role, assert_one_line_error, missing_precondition, run_script
 from .migrations import ALL
 
 LANGUAGE = "de_DE.UTF-8"
@@ -48,8 +49,8 @@ def translated_binaries():
 def german_server():
     binaries = translated_binaries()
     if binaries is None:
-        pytest.skip("no installed PostgreSQL has German messages (the wheels carry no translations; "
-                    "Debian's postgresql-15 does)")
+        missing_precondition("no installed PostgreSQL has German messages (the wheels carry no translations; "
+                             "Debian's postgresql-15 does)")
     top = Path(tempfile.mkdtemp(prefix="nexus-test-language-"))
     top.chmod(0o755)  # under root the server runs as 'nobody', who must read the locale
     locales = top / "locales"
@@ -59,8 +60,8 @@ def german_server():
                                         capture_output=True, text=True)
     if not made or not (locales / LANGUAGE).is_dir():
         shutil.rmtree(top)
-        pytest.skip(f"cannot generate the {LANGUAGE} locale with localedef"
-                    + (f" ({made.stderr.strip()})" if made else " (not installed)"))
+        missing_precondition(f"cannot generate the {LANGUAGE} locale with localedef"
+                             + (f" ({made.stderr.strip()})" if made else " (not installed)"))
     server = LocalServer(top / "server", binaries, {"lc_messages": LANGUAGE}, tcp=True,
                          environment={"LOCPATH": str(locales)})
     try:
@@ -84,7 +85,7 @@ def german_server():
             psycopg2.connect(url.replace(DATABASE, "no_such_db")).close()
         except psycopg2.OperationalError as exc:
             if "existiert nicht" not in str(exc):
-                pytest.skip(f"{binaries} did not answer in German: {str(exc).strip()}")
+                missing_precondition(f"{binaries} did not answer in German: {str(exc).strip()}")
         yield url
     finally:
         server.remove()

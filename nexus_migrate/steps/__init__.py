@@ -40,9 +40,11 @@ things in how yoyo treats a migration that runs outside a transaction:
   Every step is idempotent, so a re-run completes the migration; an undo would
   throw away finished index builds and could drop a table that held data.
 - before any rollback statement runs, a guard refuses a rollback that would drop
-  a table holding rows or a column holding values, unless the operator allows
-  data loss in so many words (ALLOW_DATA_LOSS). It looks at every migration the
-  run rolls back, so a refusal leaves all of them applied.
+  a table holding rows, a column holding values (or change its type), or a
+  schema whose tables hold rows, unless the operator allows data loss in so
+  many words (ALLOW_DATA_LOSS). It reads the rollbacks with PostgreSQL's own
+  parser (sql_tree.py), so any spelling the server accepts is seen, and looks at
+  every migration the run rolls back, so a refusal leaves all of them applied.
 
 The lock retries that ddl steps and backfill batches share are in
 lock_retries.py; the settings (NEXUS_LOCK_TIMEOUT_MS, NEXUS_LOCK_ATTEMPTS,

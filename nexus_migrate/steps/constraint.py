@@ -11,10 +11,8 @@ import psycopg2.errors
 from ..errors import OperatorError
 from ..proxy.schema import constraint_definition, equivalent_constraint
 from .lock_retries import run_with_lock_retries
+from .sql_tree import added_constraint, drops_constraint
 from .statement import Statement, first_line, statements_of
-
-ADDED_CONSTRAINT = re.compile(
-    r"^\s*ALTER\s+TABLE\s+(\w+)\s+ADD\s+CONSTRAINT\s+(\w+)\s+.+\s+NOT\s+VALID\s*$", re.I | re.S)
 
 
 @dataclass
@@ -23,11 +21,11 @@ class Constraint:
     rollback_sql: str
 
     def __post_init__(self):
-        match = ADDED_CONSTRAINT.match(self.apply_sql)
-        if not match:
+        added = added_constraint(self.apply_sql)
+        if not added:
             raise ValueError(f"constraint steps add a constraint NOT VALID: {self.apply_sql!r}")
-        self.table, self.name = match.groups()
-        if not re.search(rf"\bDROP\s+CONSTRAINT\s+IF\s+EXISTS\s+{self.name}\b", self.rollback_sql, re.I):
+        self.table, self.name = added
+        if not drops_constraint(self.rollback_sql, self.name):
             raise ValueError(f"the rollback of {self.name} drops it IF EXISTS: {self.rollback_sql!r}")
 
     def _validate_sql(self, name: str) -> str:

@@ -4,10 +4,13 @@ unless the operator allows data loss in so many words."""
 from __future__ import annotations
 
 import os
-import re
 import sys
 
+from psycopg2 import sql
+
 from ..errors import OperatorError
+from .sql_tree import Drops, Relation, TypeChange, Unreadable, drops, shown
+from .statement import first_line
 
 ALLOW_DATA_LOSS = "NEXUS_ALLOW_DATA_LOSS"
 ALLOW_DATA_LOSS_OPTION = "--allow-data-loss"  # scripts/migrate rollback's spelling of it
@@ -17,51 +20,111 @@ class DataLossRefused(OperatorError):
     """A rollback would drop stored proxy traffic and the operator did not allow it."""
 
 
-DROPPED_TABLE = re.compile(r"\bDROP\s+TABLE\s+IF\s+EXISTS\s+(\w+)", re.I)
-ALTERED_TABLE = re.compile(r"\bALTER\s+TABLE\s+(\w+)", re.I)
-DROPPED_COLUMN = re.compile(r"\bDROP\s+COLUMN\s+IF\s+EXISTS\s+(\w+)", re.I)
-
-
-def destroys(steps) -> tuple[list[str], list[tuple[str, str]]]:
-    """The tables and (table, column) pairs that the rollbacks of steps drop.
-    Not a table of kept values that a backfill's rollback puts back before it
-    is dropped: its rows are restored, not lost."""
-    tables, columns = [], []
-    restored = {getattr(s, "restores", None) for s in steps}
+def destroys(steps) -> Drops:
+    """What the rollbacks of steps drop, read from their parse trees. Not a
+    table of kept values that a backfill's rollback puts back before it is
+    dropped (its rows are restored, not lost), nor a column of a table that is
+    dropped whole (the table counts)."""
+    found = Drops()
     for s in steps:
-        sql = s.rollback_sql or ""
-        tables += DROPPED_TABLE.findall(sql)
-        altered = ALTERED_TABLE.search(sql)
-        if altered:
-            columns += [(altered.group(1), c) for c in DROPPED_COLUMN.findall(sql)]
-    return [t for t in tables if t not in restored], [(t, c) for t, c in columns if t not in tables]
+        try:
+            found.add(drops(s.rollback_sql or ""))
+        except Unreadable as exc:
+            raise DataLossRefused(
+                f"refusing to roll back: the server's parser cannot read a rollback statement ({exc}: "
+                f"{first_line(s.rollback_sql)}), so what it drops is unknown; nothing was changed") from None
+    restored = {getattr(s, "restores", None) for s in steps} - {None}
+    tables = found.tables
+    return Drops(tables=[t for t in tables if str(t) not in restored],
+                 columns=[(t, c) for t, c in found.columns if t not in tables],
+                 type_changes=[c for c in found.type_changes
+                               if c.table not in tables and (c.table, c.column) not in found.columns],
+                 schemas=found.schemas)
 
 
 def data_at_risk(conn, steps) -> list[str]:
     """What of the stored data the rollbacks of steps would drop, in words."""
-    tables, columns = destroys(steps)
+    loss = destroys(steps)
     found = []
     with conn.cursor() as cur:
-        for table in tables:
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
-            if cur.fetchone()[0]:
-                cur.execute(f"SELECT EXISTS (SELECT FROM {table})")
-                if cur.fetchone()[0]:
-                    found.append(f"table {table} (it holds rows)")
-        for table, column in columns:
-            # A value that only repeats the column's default is no information.
-            cur.execute("""
-                SELECT pg_get_expr(d.adbin, d.adrelid)
-                  FROM pg_attribute a LEFT JOIN pg_attrdef d ON (d.adrelid, d.adnum) = (a.attrelid, a.attnum)
-                 WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped""",
-                        (table, column))
-            row = cur.fetchone()
-            if row is None:
-                continue
-            cur.execute(f"SELECT EXISTS (SELECT FROM {table} WHERE {column} IS DISTINCT FROM {row[0] or 'NULL'})")
-            if cur.fetchone()[0]:
-                found.append(f"column {table}.{column} (it holds values)")
+        counted = set()  # the tables named already, by oid: a schema's drop names the others
+        for table in loss.tables:
+            oid = _table_oid(cur, table)
+            counted.add(oid)
+            if oid is not None and _holds_rows(cur, table):
+                found.append(f"table {table} (it holds rows)")
+        for table, column in loss.columns:
+            if _holds_values(cur, table, column):
+                found.append(f"column {table}.{shown(column)} (it holds values)")
+        for change in loss.type_changes:
+            if _puts_values_at_risk(cur, change) and _holds_values(cur, change.table, change.column):
+                found.append(f"column {change.table}.{shown(change.column)} (its type changes and it holds values)")
+        restored = {_table_oid(cur, Relation(None, s.restores)) for s in steps if getattr(s, "restores", None)}
+        for schema in loss.schemas:
+            for table, oid in _tables_of(cur, schema):
+                if oid not in counted | restored and _holds_rows(cur, table):
+                    found.append(f"schema {shown(schema)} (its table {table} holds rows)")
     return found
+
+
+def _table_oid(cur, table: Relation) -> int | None:
+    """The oid of table when it is a table (a partitioned one too), else None."""
+    cur.execute("SELECT oid FROM pg_class WHERE oid = to_regclass(%s) AND relkind IN ('r', 'p')", (table.regclass,))
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def _holds_rows(cur, table: Relation) -> bool:
+    cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(*table.parts)))
+    return cur.fetchone()[0]
+
+
+def _holds_values(cur, table: Relation, column: str) -> bool:
+    """Whether column holds a value other than its default: a value that only
+    repeats the default is no information."""
+    cur.execute("""
+        SELECT pg_get_expr(d.adbin, d.adrelid)
+          FROM pg_attribute a LEFT JOIN pg_attrdef d ON (d.adrelid, d.adnum) = (a.attrelid, a.attnum)
+         WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND a.attnum > 0 AND NOT a.attisdropped""",
+                (table.regclass, column))
+    row = cur.fetchone()
+    if row is None:
+        return False
+    cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE {} IS DISTINCT FROM {})").format(
+        sql.Identifier(*table.parts), sql.Identifier(column), sql.SQL(row[0] or "NULL")))
+    return cur.fetchone()[0]
+
+
+def _puts_values_at_risk(cur, change: TypeChange) -> bool:
+    """Whether the new type can fail on, or change, values the column holds:
+    another type (even one that holds them all, such as text for varchar: the
+    guard does not judge casts), values computed anew (USING), or a shorter
+    limit of the same character type. The same type with no limit, or the
+    same or a longer one, keeps every value."""
+    cur.execute("""
+        SELECT a.atttypid = to_regtype(%s), a.atttypid IN ('varchar'::regtype, 'bpchar'::regtype),
+               CASE WHEN a.atttypmod > 0 THEN a.atttypmod - 4 END
+          FROM pg_attribute a
+         WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND a.attnum > 0 AND NOT a.attisdropped""",
+                (change.type_sql, change.table.regclass, change.column))
+    row = cur.fetchone()
+    if row is None:
+        return False
+    same_type, characters, length = row
+    if not same_type or change.rewrites:
+        return True
+    if change.modifiers is None:
+        return False
+    if characters and len(change.modifiers) == 1:
+        return length is None or change.modifiers[0] is None or change.modifiers[0] < length
+    return True  # another type's modifiers (numeric's precision, a time's digits): not compared, so at risk
+
+
+def _tables_of(cur, schema: str) -> list[tuple[Relation, int]]:
+    cur.execute("""
+        SELECT c.relname, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY c.relname""", (schema,))
+    return [(Relation(schema, name), oid) for name, oid in cur.fetchall()]
 
 
 def data_loss_allowed() -> bool:

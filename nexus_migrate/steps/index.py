@@ -16,10 +16,8 @@ from .. import MIGRATIONS_DIR
 from ..errors import OperatorError
 from ..proxy.schema import equivalent_index, index_definition, index_state
 from .settings import progress_seconds
+from .sql_tree import created_index, dropped_index
 from .statement import Statement, statements_of
-
-INDEX_NAME = re.compile(r"\bINDEX\s+CONCURRENTLY\s+IF\s+(?:NOT\s+)?EXISTS\s+(\w+)", re.I)
-
 
 # Every index step of the migrations by name, as the migration files create
 # them: a retired index is built again on rollback with its own statement.
@@ -32,11 +30,13 @@ class Index:
     rollback_sql: str
 
     def __post_init__(self):
-        for sql in (self.apply_sql, self.rollback_sql):
-            match = INDEX_NAME.search(sql)
-            if not match:
+        built, dropped = created_index(self.apply_sql), dropped_index(self.rollback_sql)
+        for sql, name in ((self.apply_sql, built), (self.rollback_sql, dropped)):
+            if not name:
                 raise ValueError(f"index steps build and drop CONCURRENTLY and IF [NOT] EXISTS: {sql!r}")
-        self.name = match.group(1)
+        if built != dropped:  # a failed build is undone by the rollback: it must drop that very index
+            raise ValueError(f"the rollback of index {built} drops {dropped}: {self.rollback_sql!r}")
+        self.name = built
         _INDEX_STEPS[self.name] = self
 
     def statements(self, direction: str) -> list[Statement]:
@@ -156,9 +156,6 @@ def _index_step(name: str) -> Index:
     return _INDEX_STEPS[name]
 
 
-DROPPED_INDEX = re.compile(r"^\s*DROP\s+INDEX\s+CONCURRENTLY\s+IF\s+EXISTS\s+(\w+)\s*$", re.I)
-
-
 @dataclass
 class RetiredIndex:
     """An index an earlier migration built and a later one finds redundant:
@@ -169,10 +166,9 @@ class RetiredIndex:
     replaced_by: str | None
 
     def __post_init__(self):
-        match = DROPPED_INDEX.match(self.apply_sql)
-        if not match:
+        self.name = dropped_index(self.apply_sql)
+        if not self.name:
             raise ValueError(f"a retired index is dropped CONCURRENTLY IF EXISTS: {self.apply_sql!r}")
-        self.name = match.group(1)
 
     @property
     def rollback_sql(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from yoyo import group, step
 
+from ..errors import one_line_when_uncaught
 from .data_loss import DataLossGuard
 from .lock_retries import set_lock_timeout
 from .settings import lock_timeout_ms
@@ -12,6 +13,7 @@ from .settings import lock_timeout_ms
 
 def migration(*steps) -> list:
     """Register steps with yoyo, in order, as one group guarded against data loss."""
+    one_line_when_uncaught()  # a refusal under plain yoyo: one line, as under scripts/migrate
     group([step(s.apply, s.rollback) for s in steps] + [step(None, DataLossGuard(steps))])
     return list(steps)
 
