@@ -25,6 +25,7 @@ def mask_password(text: str, url: str | None = None) -> str:
         text = text.replace(form, "***")
     return text
 
+
 def one_line_when_uncaught() -> None:
     """An OperatorError that reaches the top of a program that is not ours
     (plain yoyo, which shows any failure with its traceback) is shown as the
