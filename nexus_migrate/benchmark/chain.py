@@ -480,8 +480,10 @@ def lag_target(results: dict) -> dict:
 def report(results: dict) -> list[str]:
     lines = [f"{results['migrations'][0][:3]} to {results['migrations'][-1][:3]}, an insert due every "
              f"{results['insert_every_ms']:g} ms continuing {results['live_conversations']} seeded conversations, "
-             f"its response {results['respond_after_ms']:g} ms later", "",
-             latency_header("migration", ("insert", "update"))]
+             f"its response {results['respond_after_ms']:g} ms later",
+             (results.get("standby") or "standby: none")
+             + ("" if results.get("standby_measured") or not results.get("standby") else " (its lag not measured)"),
+             "", latency_header("migration", ("insert", "update"))]
     for migration_id in results["migrations"]:
         for way in WAYS:
             r = results["ways"][way]["migrations"][migration_id]

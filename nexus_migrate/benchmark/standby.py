@@ -94,11 +94,11 @@ def attached(server: Server, choice: Choice | None):
         yield None
         return
     print(choice.line, flush=True)
-    made = None
     try:
         if choice.primary is not None:
-            LocalServer(choice.home).remove()  # a copy left by a killed run may lack WAL the server has recycled
-            made = choice.primary.start_standby(choice.home)
+            # a copy left by a killed run may lack WAL the server has recycled since: a new one
+            LocalServer(choice.home, choice.primary.binaries).remove()
+            choice.primary.start_standby(choice.home)
         elif choice.url:
             _check_is_standby(choice.url)
         else:
@@ -116,8 +116,8 @@ def attached(server: Server, choice: Choice | None):
         finally:
             standby.close()
     finally:
-        if made is not None:
-            made.remove()
+        if choice.primary is not None:  # (also what a failed pg_basebackup left)
+            LocalServer(choice.home, choice.primary.binaries).remove()
 
 
 def _check_is_standby(url: str) -> None:
