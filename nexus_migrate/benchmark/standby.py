@@ -33,6 +33,7 @@ import psycopg2
 from ..database.localpg import LocalServer
 from ..errors import OperatorError, mask_password
 from ..steps.settings import positive_setting
+from .report import size
 from .scratch import Server, connect
 
 LAG_SAMPLE_SECONDS = 0.1
@@ -229,9 +230,8 @@ class Standby:
         wanted = self.clock.positions[-1]
         told = False
         while self.replayed < wanted:
-            if not told:
-                print(f"waiting for the standby to replay {(wanted - self.replayed) / 2 ** 20:,.0f} MB ...",
-                      flush=True)
+            if not told and time.monotonic() - start > 1:  # a moment behind is no news
+                print(f"waiting for the standby to replay {size(wanted - self.replayed)} of WAL ...", flush=True)
                 told = True
             if time.monotonic() - start > timeout:
                 raise OperatorError(f"standby: still behind after {timeout:g} s; is it replaying?")

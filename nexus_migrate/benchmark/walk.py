@@ -42,7 +42,7 @@ from .ways import apply_ours, apply_upstream, is_backfill, migration_ids
 BASE = "nexus_benchmark_walk_base"
 SCRATCH = "nexus_benchmark_walk_{way}"
 WAYS = {"upstream": "upstream's 005 in one transaction: the column, the index, the backfill's one statement",
-        "ours": "ours: yoyo apply of 005, the backfill in batches as the project's code walks the table",
+        "ours": "yoyo apply of 005, the backfill in batches as the project's code walks the table",
         "statement": "the backfill's one statement alone, in a transaction of its own"}
 DEFAULT_MAX_WAL_SIZE = "64MB"
 # A memory setting as PostgreSQL writes one (its units are case-sensitive).
