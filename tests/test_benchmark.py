@@ -375,6 +375,25 @@ def test_the_standby_is_chosen_as_the_command_line_says(server):
         handle.close()
 
 
+def test_a_role_without_pg_monitor_is_told_it_cannot_see_the_standbys_lag_and_goes_on(server, make_role, capsys):
+    url = urlsplit(server.url())
+    role = Server(url._replace(netloc=f"{make_role()}@{url.hostname}:{url.port}").geturl())
+    superuser = Server(server.url())
+    home = server.home / "benchmark-standby-roles"
+    try:
+        with standby.attached(role, standby.local_choice(server, home)) as replica:
+            assert replica is None
+        told = capsys.readouterr().out.strip().splitlines()
+        assert len(told) == 2 and "cannot see" in told[1] and "pg_monitor" in told[1]
+        with standby.attached(superuser, standby.local_choice(server, home)) as replica:
+            replica.wait_caught_up()  # it streams, and says how far it replayed
+            assert replica.samples and all(lag is not None and lag >= 0 for _, lag, _ in replica.samples)
+    finally:
+        role.close()
+        superuser.close()
+    assert not home.exists()
+
+
 def test_the_standbys_lag_is_the_time_since_the_primary_passed_its_replay_position():
     clock = standby.WalClock()
     for when, position in ((10.0, 100), (11.0, 200), (12.0, 300), (13.0, 300)):

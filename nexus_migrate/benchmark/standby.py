@@ -45,10 +45,12 @@ DEFAULT_MAX_REPLICA_LAG = 1.0
 
 # The primary's WAL position and, of the standbys streaming from it, the
 # least replayed position and the largest replay_lag (NULL when none is
-# streaming, or for a role without pg_monitor, which sees no positions).
+# streaming, or none has replied yet), how many there are, and how many this
+# role may see the state of (a role without pg_monitor sees only their pids).
 REPLICATION = """
     SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint,
-           min(pg_wal_lsn_diff(replay_lsn, '0/0'))::bigint, max(extract(epoch FROM replay_lag))::float8, count(*)
+           min(pg_wal_lsn_diff(replay_lsn, '0/0'))::bigint, max(extract(epoch FROM replay_lag))::float8, count(*),
+           count(state)
       FROM pg_stat_replication"""
 
 
@@ -175,24 +177,24 @@ class Standby:
         with self.conn.cursor() as cur:
             before = time.monotonic()
             cur.execute(REPLICATION)
-            primary, replay, view_lag, standbys = cur.fetchone()
-            return (before + time.monotonic()) / 2, primary, replay, view_lag, standbys
+            primary, replay, view_lag, standbys, seen = cur.fetchone()
+            return (before + time.monotonic()) / 2, primary, replay, view_lag, standbys, seen
 
     def wait_streaming(self, timeout: float = STREAMING_SECONDS) -> bool:
-        """Until a standby streams; False when the role cannot see its position."""
+        """Until a standby has said how far it replayed; False when the role cannot see that."""
         give_up = time.monotonic() + timeout
         while True:
-            _, _, replay, _, standbys = self._read()
+            _, _, replay, _, standbys, seen = self._read()
             if replay is not None:
                 return True
-            if standbys:
+            if standbys and not seen:
                 return False
             if time.monotonic() > give_up:
                 raise OperatorError(f"standby: none streams from the server after {timeout:g} s")
             time.sleep(0.2)
 
     def sample(self) -> None:
-        now, primary, replay, view_lag, _ = self._read()
+        now, primary, replay, view_lag, _, _ = self._read()
         self.clock.add(now, primary)
         if replay is not None:
             self.replayed = replay
