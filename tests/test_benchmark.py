@@ -12,12 +12,13 @@ import re
 import struct
 import threading
 import uuid
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
 
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.benchmark import chain, traffic, writecost
+from nexus_migrate.benchmark import chain, standby, traffic, walk, writecost
 from nexus_migrate.benchmark import writer as writer_module
 from nexus_migrate.benchmark.conversations import MEASURED, SCRATCH, builds_alone, measured_indexes
 from nexus_migrate.benchmark.plot import Panel, latency_chart
@@ -198,15 +199,31 @@ def test_the_writer_continues_seeded_conversations_and_records_each_response(ben
     assert [c.conversation_id for c in written.conversations] == list(seeded_hashes)
 
 
-def test_the_chain_runs_each_migration_both_ways_with_inserts_and_responses_measured(bench, monkeypatch):
-    monkeypatch.setattr(writer_module, "SETTLE_SECONDS", 0.3)
-    monkeypatch.setattr(chain, "FLOOR_SECONDS", 1.0)
-    results = chain.run(bench, SEED_BLOCK, every=0.01, respond_after=0.1)
+@pytest.fixture(scope="module")
+def chain_run(bench, server):
+    """The chain part run once for the tests that read it, with a standby of
+    the test's server, and the folder the standby was made in."""
+    home = server.home / "benchmark-standby"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(writer_module, "SETTLE_SECONDS", 0.3)
+        patch.setattr(chain, "FLOOR_SECONDS_MIN", 0.0)  # the floor then lasts as long as the longest backfill
+        results = chain.run(bench, SEED_BLOCK, every=0.01, respond_after=0.1,
+                            standby_choice=standby.local_choice(server, home))
+    return results, home
+
+
+def test_the_chain_runs_each_migration_both_ways_with_inserts_and_responses_measured(bench, chain_run):
+    results, home = chain_run
     assert results["migrations"] == chain.chain_ids()
+    assert not home.exists()  # the standby made for the run is gone
     floor = results["writer_alone"]  # the writer with no migration: the floor under the latency targets
-    # Measured, not timed: 100 inserts fall due in its second, and a busy
+    longest = max(s["seconds"] for s in results["ways"]["ours"]["backfills"])
+    assert floor["longest_backfill_seconds"] == longest and floor["seconds"] == pytest.approx(longest, abs=0.001)
+    # Measured, not timed: 100 inserts fall due each second, and a busy
     # machine may let the writer make only a third of them.
     assert floor["inserts"]["count"] > 10 and floor["updates"]["count"] > 5 and floor["inserts"]["failed"] == 0
+    assert floor["writes"]["count"] == floor["inserts"]["count"] + floor["updates"]["count"]
+    assert floor["server"]["wal_bytes"] > 0 and floor["lag_samples"] > 0  # its WAL, and the standby meanwhile
     for way in ("upstream", "ours"):
         runs = results["ways"][way]["migrations"]
         assert list(runs) == results["migrations"]
@@ -231,7 +248,36 @@ def test_the_chain_runs_each_migration_both_ways_with_inserts_and_responses_meas
         assert step["row_updates"] is None or step["row_updates"] >= step["seeded_rows_changed"]
     if not ours["backfills"]:
         assert results["targets"][0]["met"] is None
-    assert len(chain.panels(results)) == 2
+    panels = chain.panels(results)
+    assert len(panels) == 2 and all(p.lines[chain.STANDBY_LAG] for p in panels)  # the lag beside the latencies
+
+
+def test_the_chain_reports_each_backfills_wal_checkpoints_and_the_standbys_lag(bench, chain_run):
+    results, _ = chain_run
+    assert results["standby_measured"] and results["max_replica_lag_s"] == standby.DEFAULT_MAX_REPLICA_LAG
+    for way in ("upstream", "ours"):
+        assert results["ways"][way]["backfills"]
+        for step in results["ways"][way]["backfills"]:
+            rows, wal, checkpoints = chain.rows_changed(step), step["wal"], step["checkpoints"]
+            assert all(isinstance(wal[k], int) and wal[k] >= 0 for k in ("wal_bytes", "wal_records", "wal_fpi"))
+            assert all(isinstance(n, int) and n >= 0 for n in checkpoints.values())
+            assert rows > 0  # every backfill has rows to change in the seeded history
+            # each changed row is at least one WAL record, and the step's own WAL is within the server's
+            assert wal["wal_records"] >= rows and step["server"]["wal_bytes"] >= wal["wal_bytes"] > 0
+            assert step["wal_bytes_per_changed_row"] == pytest.approx(wal["wal_bytes"] / rows, abs=0.1)
+            # the standby was sampled through the step, and streamed all along
+            assert step["lag_samples"] > 0 and step["no_standby_samples"] == 0 and step["replay_lag_max_s"] >= 0
+            if way == "ours":  # the server's WAL less the writer's, where the server counts the writer's (18)
+                assert (step["writer_wal"] is None) == (bench.version < 18)
+        lag = results["ways"][way]["standby_lag"]
+        assert lag and all(ms >= 0 for _, ms, _ in lag)
+    wal_target, lag_target = (next(t for t in results["targets"] if words in t["target"])
+                              for words in ("the WAL of upstream's", "replay lag"))
+    assert wal_target["value"] == round(chain.wal_ratio(results), 2) and wal_target["met"] is not None
+    assert lag_target["met"] is not None
+    report = "\n".join(chain.report(results))
+    assert "full-page images" in report and "the writer alone after our chain" in report
+
 
 
 def test_the_write_cost_copy_carries_exactly_upstreams_indexes_over_the_same_rows(bench, server):
@@ -280,11 +326,94 @@ def test_the_write_cost_part_writes_the_same_requests_on_both_sides(bench):
     assert not any(bench.exists(name) for name in writecost.SIDES.values())
 
 
+def test_the_walk_part_measures_005_three_ways_at_its_wal_budget_and_puts_the_setting_back(bench):
+    setting = "SELECT current_setting('max_wal_size')"
+    before = rows(bench.url, setting)
+    results = walk.run(bench, SEED_BLOCK, "32MB")
+    assert rows(bench.url, setting) == before  # a new session's: the reload has reached it
+    assert results["max_wal_size"] == "32MB" and results["max_wal_size_set"] is True
+    assert list(results["ways"]) == list(walk.WAYS)
+    changed = {r["rows_changed"] for r in results["ways"].values()}
+    assert len(changed) == 1 and changed.pop() > 0  # identical copies, the same rule
+    for r in results["ways"].values():
+        assert r["seconds"] > 0 and r["wal_records"] >= r["rows_changed"] and r["wal_bytes"] > 0
+        assert all(isinstance(r[k], int) and r[k] >= 0 for k in ("wal_fpi", "checkpoints_requested",
+                                                                  "checkpoints_timed"))
+        assert r["wal_bytes_per_changed_row"] == pytest.approx(r["wal_bytes"] / r["rows_changed"], abs=0.1)
+    assert results["upstream_ratios"]["upstream"]["wal_bytes"] == 1.0
+    assert results["targets"][0]["value"] == results["upstream_ratios"]["ours"]["wal_bytes_per_changed_row"]
+    assert not any(bench.exists(name) for name in [walk.BASE, *(walk.SCRATCH.format(way=w) for w in walk.WAYS)])
+    assert "statement" in "\n".join(walk.report(results))
+
+
+def test_a_role_that_may_not_set_max_wal_size_is_told_so_in_one_line(server, make_role, capsys):
+    url = urlsplit(server.url())
+    handle = Server(url._replace(netloc=f"{make_role()}@{url.hostname}:{url.port}").geturl())
+    try:
+        with walk.wal_budget(handle, "32MB") as setting:
+            assert setting == {"max_wal_size": handle.execute("SHOW max_wal_size")[0][0], "max_wal_size_set": False}
+    finally:
+        handle.close()
+    told = capsys.readouterr().out.strip().splitlines()
+    assert len(told) == 1 and "may not set max_wal_size" in told[0] and "server's" in told[0]
+
+
+def test_the_standby_is_chosen_as_the_command_line_says(server):
+    assert standby.choose(off=True, standby_url=None, database_url=None).line == "standby: none (--no-standby)"
+    given = standby.choose(off=False, standby_url=f"postgresql://u:{SECRET}@h/d", database_url="postgresql://h/d")
+    assert given.url and SECRET not in given.line and "--standby-url" in given.line
+    elsewhere = standby.choose(off=False, standby_url=None, database_url="postgresql://h/d")
+    assert elsewhere.primary is elsewhere.url is None and "--standby-url" in elsewhere.line
+    local = standby.choose(off=False, standby_url=None, database_url=None)
+    assert local.home == local.primary.home / standby.STANDBY_FOLDER  # under the local server's own folder
+    handle = Server(server.url())
+    try:
+        with pytest.raises(OperatorError, match="is not a standby"):  # a primary given as the standby
+            with standby.attached(handle, standby.Choice("standby: given", url=server.url())):
+                pass
+    finally:
+        handle.close()
+
+
+def test_a_role_without_pg_monitor_is_told_it_cannot_see_the_standbys_lag_and_goes_on(server, make_role, capsys):
+    url = urlsplit(server.url())
+    role = Server(url._replace(netloc=f"{make_role()}@{url.hostname}:{url.port}").geturl())
+    superuser = Server(server.url())
+    home = server.home / "benchmark-standby-roles"
+    try:
+        with standby.attached(role, standby.local_choice(server, home)) as replica:
+            assert replica is None
+        told = capsys.readouterr().out.strip().splitlines()
+        assert len(told) == 2 and "cannot see" in told[1] and "pg_monitor" in told[1]
+        with standby.attached(superuser, standby.local_choice(server, home)) as replica:
+            replica.wait_caught_up()  # it streams, and says how far it replayed
+            assert replica.samples and all(lag is not None and lag >= 0 for _, lag, _ in replica.samples)
+    finally:
+        role.close()
+        superuser.close()
+    assert not home.exists()
+
+
+def test_the_standbys_lag_is_the_time_since_the_primary_passed_its_replay_position():
+    clock = standby.WalClock()
+    for when, position in ((10.0, 100), (11.0, 200), (12.0, 300), (13.0, 300)):
+        clock.add(when, position)
+    assert clock.lag(13.5, 300) == 0.0  # replayed all the primary wrote
+    assert clock.lag(13.5, 250) == pytest.approx(2.0)  # passed halfway between 11 and 12 s
+    assert clock.lag(13.5, 200) == pytest.approx(2.5)
+    assert clock.lag(13.5, 50) == pytest.approx(3.5)  # before the first sample: at least since then
+
+
 @pytest.mark.parametrize("args, words", [
     (("--requests", "100"), ("--requests must be at least 256",)),
     (("--part", "everything"), ("--part", "invalid choice", "conversations", "chain", "write-cost")),
     (("--write-turns", "0"), ("--write-turns",)),
     (("--respond-after-ms", "-1"), ("--respond-after-ms",)),
+    (("--floor-seconds-max", "0"), ("--floor-seconds-max",)),
+    (("--standby-url", "postgresql://h/d"), ("--standby-url", "--database-url")),
+    (("--no-standby", "--standby-url", "postgresql://h/d", "--database-url", "postgresql://h/d"),
+     ("--no-standby", "--standby-url")),
+    (("--walk-max-wal-size", "64mb"), ("--walk-max-wal-size", "64MB")),
 ])
 def test_bad_arguments_get_one_line(args, words):
     assert_one_line_error(run_script(PROJECT_ROOT, "benchmark", *args), *words, "scripts/benchmark --help")
@@ -338,6 +467,7 @@ def count(pixels, red: tuple, green: tuple, blue: tuple) -> int:
 
 INSERT_BLUE = ((0, 0.3), (0.25, 0.45), (0.7, 1))  # plot.SERIES_COLORS, with some slack
 UPDATE_ORANGE = ((0.8, 1), (0.45, 0.65), (0, 0.15))
+LAG_GREEN = ((0, 0.25), (0.5, 0.7), (0.15, 0.4))  # plot.LINE_COLOR
 
 
 def test_the_chart_is_matplotlibs_png_of_the_promised_size_with_the_runs_drawn():
@@ -360,3 +490,9 @@ def test_the_chart_is_matplotlibs_png_of_the_promised_size_with_the_runs_drawn()
     assert count(pixels, (0.7, 1), (0, 0.3), (0, 0.3)) > 0  # the failed insert's red mark
     assert count(empty, (0.7, 1), (0, 0.3), (0, 0.3)) == 0
     assert count(pixels, (0.87, 0.89), (0.87, 0.89), (0.87, 0.89)) > 400  # the shaded apply window
+    # a lag drawn as a line, with its bound dashed, where there is one
+    lagged = Panel("ours", {"inserts": inserts}, window, lines={"lag": [(t / 10, 1.0 + t) for t in range(300)]},
+                   bounds=[(1000, "bound")])
+    lines = chart_pixels(latency_chart([lagged], width=400, panel_height=300))
+    plain = chart_pixels(latency_chart([Panel("ours", {"inserts": inserts}, window)], width=400, panel_height=300))
+    assert count(lines, *LAG_GREEN) > 2 * count(plain, *LAG_GREEN) + 100

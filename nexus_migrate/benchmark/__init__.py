@@ -9,12 +9,19 @@ schema. In parts:
   and concurrently, with no writer.
 - chain: 003 to 012 on seeded history (Task calls, sub-agents, hash chains)
   with the writer inserting as an older proxy does and recording each
-  response a second later; for each backfill step its time, the rows it
-  updated and whether any row was updated twice; the table's size and dead
-  rows before and after.
+  response a second later, and a streaming standby replaying (on the local
+  database the benchmark makes one; elsewhere --standby-url); for each
+  backfill step its time, the rows it updated and whether any row was
+  updated twice, the WAL it wrote, its full-page images, the checkpoints
+  meanwhile and the standby's replay lag; the writer alone after our chain,
+  as long as our longest backfill took; the table's size and dead rows
+  before and after.
 - write-cost: the proxy's writes, one request at a time, on our schema after
   011 and on a copy of the same table with upstream's index set, in turns:
   requests per second, WAL per request, and the size of every index.
+- walk: 005's backfill with no writer at a small max_wal_size (set for the
+  part, put back after), upstream's way, ours and its one statement alone:
+  the WAL, full-page images and checkpoints of the walk itself.
 
 It works in scratch databases of its own on the server (nexus_benchmark_*,
 dropped at the end, and replaced if a previous run left them). The database in
@@ -24,6 +31,8 @@ needs CREATEDB.
 Reports apply times, the latency of the writer's statements while each
 migration applies (p50, p99, max; a statement's latency counts from when it
 was due, so statements queued behind a blocked one count their wait), failed
-writes, what the writes waited on (a lock, or the disk), and the targets met
-or missed. Writes the numbers as JSON and latency charts as PNG.
+writes, what the writes waited on (a lock, or the disk), what the server
+wrote, how far a standby fell behind, and the targets met or missed. Writes
+the numbers as JSON and latency charts as PNG. NEXUS_MAX_REPLICA_LAG
+(seconds, default 1) is the bound on the standby's lag.
 """

@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import PROJECT_ROOT
 from ..errors import OperatorError
 from . import __doc__ as DESCRIPTION
-from . import chain, conversations, writecost
+from . import chain, conversations, standby, walk, writecost
 from .plot import require_matplotlib
 from .report import latency_chart, target_lines
 from .scratch import Server
@@ -24,10 +24,15 @@ from .seed import REQUESTS_PER_CONVERSATION, SEEDED, seed
 PARTS = {
     "conversations": (conversations, "001 and 002 both ways with the writer inserting; the dashboard's views; "
                                      "each index built alone"),
-    "chain": (chain, "003 to 012 both ways with the writer inserting and recording responses; each backfill's "
-                     "time and row updates; the table's size and dead rows before and after"),
+    "chain": (chain, "003 to 012 both ways with the writer inserting and recording responses, and a standby "
+                     "replaying; each backfill's time, row updates, WAL, full-page images, checkpoints and the "
+                     "standby's lag; the writer alone as long as our longest backfill; the table's size and dead "
+                     "rows before and after"),
     "write-cost": (writecost, "the proxy's writes, one request at a time, on our schema after 011 and on a copy "
                               "with upstream's index set: requests per second, WAL per request, index sizes"),
+    "walk": (walk, "005's backfill alone after 003 and 004, no writer, at --walk-max-wal-size: upstream's 005 in "
+                   "one transaction, ours, and the backfill's one statement; WAL, full-page images, checkpoints, "
+                   "WAL per changed row, time"),
 }
 MIN_REQUESTS = REQUESTS_PER_CONVERSATION * 4
 
@@ -56,6 +61,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help=f"in write-cost, the turns each side takes (default {writecost.TURNS})")
     parser.add_argument("--write-requests-per-turn", type=int, default=writecost.REQUESTS_PER_TURN, metavar="N",
                         help=f"in write-cost, the requests of a turn (default {writecost.REQUESTS_PER_TURN:,})")
+    parser.add_argument("--floor-seconds-max", type=float, default=chain.FLOOR_SECONDS_MAX, metavar="S",
+                        help="in the chain, the writer alone (the floor, after our chain) writes as long as our "
+                             f"longest backfill took, at least {chain.FLOOR_SECONDS_MIN:g} s and at most S "
+                             f"(default {chain.FLOOR_SECONDS_MAX:g})")
+    parser.add_argument("--standby-url", metavar="URL",
+                        help="in the chain, with --database-url: a streaming standby of that server whose replay "
+                             "lag to follow (default: none; on the local database the benchmark makes its own "
+                             "standby and removes it at the end)")
+    parser.add_argument("--no-standby", action="store_true",
+                        help="in the chain, no standby (not even the local database's own)")
+    parser.add_argument("--walk-max-wal-size", default=walk.DEFAULT_MAX_WAL_SIZE, metavar="SIZE",
+                        help="in walk, the server's max_wal_size while it runs, set by ALTER SYSTEM and put back "
+                             "after (a superuser's right; else the server's own) "
+                             f"(default {walk.DEFAULT_MAX_WAL_SIZE})")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmark-results", metavar="DIR",
                         help="where benchmark.json and the charts (benchmark-PART.png) go (default benchmark-results/)")
     parser.add_argument("--database-url", metavar="URL",
@@ -72,6 +91,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
         parser.error("--write-turns and --write-requests-per-turn must be at least 1")
     if args.query_runs < 1:
         parser.error("--query-runs must be at least 1")
+    if args.floor_seconds_max <= 0:
+        parser.error("--floor-seconds-max must be above 0")
+    if args.no_standby and args.standby_url:
+        parser.error("--no-standby and --standby-url: one or the other")
+    if args.standby_url and not args.database_url:
+        parser.error("--standby-url goes with --database-url (on the local database the benchmark makes its own)")
+    if not walk.SIZE_SETTING.match(args.walk_max_wal_size):
+        parser.error("--walk-max-wal-size must be a size as PostgreSQL writes one: a whole number and kB, MB, GB "
+                     "or TB, such as 64MB")
     args.part = [p for p in PARTS if p in (args.part or PARTS)]
     return args
 
@@ -90,10 +118,13 @@ def run(server: Server, args: argparse.Namespace) -> dict:
         results["conversations"] = conversations.run(server, args.requests, args.insert_every_ms / 1000,
                                                      args.query_runs)
     if "chain" in args.part:
+        choice = standby.choose(off=args.no_standby, standby_url=args.standby_url, database_url=args.database_url)
         results["chain"] = chain.run(server, args.requests, args.insert_every_ms / 1000,
-                                     args.respond_after_ms / 1000)
+                                     args.respond_after_ms / 1000, choice, args.floor_seconds_max)
     if "write-cost" in args.part:
         results["write-cost"] = writecost.run(server, args.requests, args.write_turns, args.write_requests_per_turn)
+    if "walk" in args.part:
+        results["walk"] = walk.run(server, args.requests, args.walk_max_wal_size)
     return results
 
 
@@ -110,6 +141,7 @@ def report(results: dict) -> str:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     require_matplotlib()  # now, not after minutes of measuring
+    standby.max_replica_lag()  # a malformed bound, too
     if args.database_url:
         url = args.database_url
     else:

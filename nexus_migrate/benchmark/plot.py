@@ -1,7 +1,8 @@
 """scripts/benchmark's charts: the writer's latency over time, one panel per
 way of migrating, on a shared log-scale latency axis, with each migration's
 apply window shaded; a series per kind of statement (inserts, response
-updates). Drawn with matplotlib's Agg renderer, which needs no screen;
+updates), and lines for what else is a time (a standby's replay lag), with
+their bounds dashed. Drawn with matplotlib's Agg renderer, which needs no screen;
 matplotlib comes with requirements-dev.txt (or the project's extra
 "benchmark"), not with what an operator installs."""
 
@@ -19,6 +20,7 @@ LOWEST_MS = 0.01  # a log axis shows no zero: faster statements are drawn here
 # Each kind of statement in a color of its own (red is for failures).
 SERIES_COLORS = {"inserts": (20, 90, 200), "response updates": (230, 140, 0)}
 OTHER_COLOR = (90, 90, 90)
+LINE_COLOR = (30, 150, 70)  # a line (the standby's lag), apart from the statements' colors
 
 
 @dataclass
@@ -26,6 +28,8 @@ class Panel:
     title: str
     series: dict = field(default_factory=dict)   # label -> [(seconds, latency ms, ok)]
     windows: list = field(default_factory=list)  # (start s, end s, label)
+    lines: dict = field(default_factory=dict)    # label -> [(seconds, ms)], drawn joined
+    bounds: list = field(default_factory=list)   # (ms, label): a horizontal dashed line
 
     def add(self, label: str, points) -> None:
         self.series.setdefault(label, []).extend(points)
@@ -60,13 +64,19 @@ def latency_chart(panels: list[Panel], width: int = 1200, panel_height: int = 30
             failed += [t for t, _, ok in points if not ok]
             if done:
                 ax.scatter(*zip(*done), s=4, color=color, linewidths=0, label=label)
+        for label, points in panel.lines.items():
+            if points:
+                ax.plot(*zip(*[(t, max(ms, LOWEST_MS)) for t, ms in points]), linewidth=1.2,
+                        color=tuple(c / 255 for c in LINE_COLOR), label=label)
+        for ms, label in panel.bounds:
+            ax.axhline(ms, linestyle="--", linewidth=1, color=tuple(c / 255 for c in LINE_COLOR), label=label)
         if failed:  # a failed statement has no latency: marked along the top
             ax.scatter(failed, [0.97] * len(failed), transform=ax.get_xaxis_transform(), marker="x",
                        s=20, color=FAILED_RED, label="failed")
         ax.set_yscale("log")
         ax.set_title(panel.title, loc="left", fontsize=11)
         ax.set_xlabel("seconds since the writer's first statement")
-        ax.set_ylabel("latency (ms)")
+        ax.set_ylabel("latency, lag (ms)" if panel.lines else "latency (ms)")
         ax.set_xlim(left=0)
         ax.grid(True, which="major", color="0.9", linewidth=0.6)
         ax.legend(loc="upper right", fontsize=8, markerscale=2)

@@ -22,6 +22,7 @@ from yoyo import read_migrations
 from .. import MIGRATIONS_DIR
 from ..commands.migrate import yoyo
 from ..errors import OperatorError
+from .counters import EXPLAINED
 
 BASE = "000-init-database"
 WAYS = {"upstream": "upstream's way: each migration in one transaction, plain CREATE INDEX",
@@ -52,19 +53,23 @@ def apply_upstream(url: str, migration_id: str,
     """The migration's steps as upstream's script ran them: each step's
     blocking_statements(), all in one transaction. around_step(step, cur,
     run), if given, is called for each step in place of run(), which sends
-    the step's statements; it can look at the transaction around them."""
+    the step's statements and returns their row counts; it can look at the
+    transaction around them. run(explained=True) sends each statement under
+    EXPLAIN ANALYZE, which runs it just the same, and returns their plans,
+    which count the rows and the WAL each wrote (a transaction's WAL reaches
+    pg_stat_wal only once it ends)."""
     steps = migration_steps(migration_id)
     statements = [blocking_statements(migration_id, step) for step in steps]  # all refused before any runs
     conn = psycopg2.connect(url)
     try:
         with conn.cursor() as cur:
             for step, sqls in zip(steps, statements):
-                def run(sqls=sqls) -> list[int]:
-                    rowcounts = []
+                def run(sqls=sqls, explained: bool = False) -> list:
+                    found = []
                     for statement in sqls:
-                        cur.execute(statement)
-                        rowcounts.append(cur.rowcount)
-                    return rowcounts
+                        cur.execute(EXPLAINED + statement if explained else statement)
+                        found.append(cur.fetchone()[0] if explained else cur.rowcount)
+                    return found
                 if around_step:
                     around_step(step, cur, run)
                 else:

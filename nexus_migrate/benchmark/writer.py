@@ -36,6 +36,7 @@ WRITER = "nexus-benchmark-writer"  # the application_name of its sessions
 WAIT_SAMPLE_SECONDS = 0.01
 NEW_CONVERSATION_EVERY = 64  # requests, when the writer starts conversations of its own
 WRITER_DOMAIN = "writer.example.com"
+FLUSH_WAIT_SECONDS = 10.0
 
 
 @dataclass
@@ -93,19 +94,45 @@ def _session(url: str):
     return connect(url, options=f"-c statement_timeout={WRITER_STATEMENT_TIMEOUT}", application_name=WRITER)
 
 
-def _respond(url: str, due: _Due, updates: list, control) -> None:
+def _flush_statistics(cur) -> None:
+    """This session's statistics (its row updates, its WAL) reported when the
+    statement ends, not up to a second later (PostgreSQL 15+; before, they
+    are not exact)."""
+    try:
+        cur.execute("SELECT pg_stat_force_next_flush()")
+    except psycopg2.Error:
+        pass
+
+
+@dataclass
+class _InsertsFlush:
+    """The responder asks the inserting session to report its statistics too, and waits for it."""
+
+    asked: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def ask_and_wait(self) -> None:
+        self.done.clear()
+        self.asked.set()
+        self.done.wait(FLUSH_WAIT_SECONDS)  # an insert held by a lock cannot answer: go on without it
+
+    def answer(self, cur) -> None:
+        if self.asked.is_set():
+            self.asked.clear()
+            _flush_statistics(cur)
+            self.done.set()
+
+
+def _respond(url: str, due: _Due, updates: list, control, inserts_flush: _InsertsFlush) -> None:
     conn = _session(url)
     updated = 0
     with conn.cursor() as cur:
         while (item := due.take()) is not None:
             if item == "flush":
-                # Our row updates reach pg_stat_user_tables now, not up to a
-                # second later: the benchmark subtracts them from the table's
-                # count (PostgreSQL 15+; before, the count is not exact).
-                try:
-                    cur.execute("SELECT pg_stat_force_next_flush()")
-                except psycopg2.Error:
-                    pass
+                # The benchmark subtracts our row updates from the table's
+                # count, and our WAL from the server's, at this moment.
+                _flush_statistics(cur)
+                inserts_flush.ask_and_wait()
                 control.send(updated)
                 continue
             at, request_id = item
@@ -131,9 +158,11 @@ def _write(url: str, every: float, respond_after: float | None, conversations: l
            stop, stopped_at, control, results) -> None:
     written = Written(conversations=conversations)
     due_responses = _Due()
+    inserts_flush = _InsertsFlush()
     responder = None
     if respond_after is not None:
-        responder = threading.Thread(target=_respond, args=(url, due_responses, written.updates, control))
+        responder = threading.Thread(target=_respond, args=(url, due_responses, written.updates, control,
+                                                            inserts_flush))
         responder.start()
         threading.Thread(target=_listen, args=(control, due_responses), daemon=True).start()
     conn = _session(url)
@@ -144,6 +173,7 @@ def _write(url: str, every: float, respond_after: float | None, conversations: l
         # Stopping, it still issues the inserts that fell due before the stop,
         # so a backlog left by a blocked insert is measured, not dropped.
         while not (stop.is_set() and due > stopped_at.value):
+            inserts_flush.answer(cur)
             pause = due - time.monotonic()
             if pause > 0:
                 stop.wait(pause)  # a stop during the pause ends the run unless this insert fell due first
@@ -184,7 +214,8 @@ class Writer:
 
     def rows_updated(self) -> int:
         """How many rows the writer's response updates changed so far, after
-        making sure the table's statistics count all of them."""
+        making sure the server's statistics count all of them, and all the
+        WAL of both its sessions."""
         self.control.send("flush")
         return self.control.recv()
 
