@@ -224,7 +224,7 @@ def let_through(url: str, look, gate: Gate, pid: int, table: str, index_step: bo
     asks without waiting, again and again, until the step is done."""
     if not index_step:
         following = Gate(url, first=table)
-        wait_until(lambda: look.execute("SELECT FROM pg_locks WHERE pid = %s AND NOT granted",
+        wait_until(lambda: look.execute("SELECT pid FROM pg_locks WHERE pid = %s AND NOT granted",
                                         (following.pid,)) or look.fetchone(), "the next gate to queue behind the step")
         gate.close()
         following.granted.wait(120)
@@ -245,7 +245,7 @@ def into_the_middle(url: str, look, gate: Gate, pid: int, said: str):
         wait_until(lambda: look.execute(f"{WAITING_BUILD} AND pid = {int(pid)}") or look.fetchone(),
                    "the build to wait for old snapshots")
     else:  # marked invalid under its SHARE UPDATE EXCLUSIVE lock, it waits for the reader
-        wait_until(lambda: look.execute("SELECT FROM pg_locks WHERE pid = %s AND granted AND "
+        wait_until(lambda: look.execute("SELECT pid FROM pg_locks WHERE pid = %s AND granted AND "
                                         "mode = 'ShareUpdateExclusiveLock'", (pid,)) or look.fetchone(),
                    "the drop to wait for the reader")
     return holder
