@@ -210,6 +210,8 @@ def step_through(url: str, run, steps, direction: str, target: int, look):
                 holders.append(gate)
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
+        for holder in holders:  # a statement waiting for a lock notices its client gone only once it has it
+            holder.close()
         wait_until(lambda: look.execute(RUN_SESSIONS) or look.fetchone()[0] == 0, "the killed run's sessions to end")
         return point, passed
     finally:
@@ -312,10 +314,10 @@ def kill_points(server, migration: str, direction: str, mapping: str, only=None)
     return killed
 
 
-# Where the default run kills: 003's apply (ALTERs, a constraint validation,
-# two index builds, two backfills) and 008's rollback (an index drop, the
-# undo's batches, its table dropped).
-SAMPLE = {("003-add-subtask-tracking", "apply"), ("008-subtask-updates-and-task-indexes", "rollback")}
+# Where the default run kills: 008's rollback (an index drop, the undo's
+# batches, its table dropped). 003's apply (ALTERs, a constraint validation,
+# two builds, two backfills) took 5.5 min on pg18 here: under the marker.
+SAMPLE = {("008-subtask-updates-and-task-indexes", "rollback")}
 MATRIX = [pytest.param(m, d, id=f"{m[:3]}-{d}", marks=() if (m, d) in SAMPLE else pytest.mark.kill_matrix)
           for m in ALL for d in ("apply", "rollback")]
 
