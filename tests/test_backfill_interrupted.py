@@ -22,10 +22,10 @@ import pytest
 from nexus_migrate.database.catalog import applied_migrations
 
 from .conftest import wait_until
-from .history import expected, read, store
+from .history import expected, originals, read, store
 from .migrations import ALL
 from .test_backfill import UP_TO_002, add_later_columns, assert_rows, store_history_at_002, write_map
-from .traffic import start_migrate
+from .traffic import Writer, start_migrate
 
 SLOW = {"NEXUS_BATCH_ROWS": "1", "NEXUS_BATCH_SECONDS": "0.0001", "NEXUS_BATCH_PAUSE_MS": "100",
         "NEXUS_LOCK_ATTEMPTS": "1000"}
@@ -179,3 +179,43 @@ def uninterrupted_checksum(h, db, tmp_path) -> str:
             with db.cursor() as cur:
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return _UNINTERRUPTED[server_version]
+
+
+def test_kill_9_in_008s_rollback_while_the_proxy_writes_puts_every_row_back(prepared, db, database_url, tmp_path):
+    """008's rollback moves rows back in batches and deletes its record of them
+    as it goes (all 18 records fit one page: one batch). Killed inside that
+    batch, while it waits for a row another session holds and the proxy
+    writes, then run again: every row of history is back in its own
+    conversation and branch, and every write of the proxy's went through and
+    is kept."""
+    h = prepared
+    assert start_migrate("apply", "--batch", DATABASE_URL=database_url,
+                         NEXUS_ACCOUNT_MAP=write_map(tmp_path)).wait(timeout=300) == 0
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM api_requests_subtask_moves")
+        assert cur.fetchone()[0] == 18  # the 11 sub-tasks of history with their follow-ups
+    rollback = ("rollback", "--batch", "-r", "008-subtask-updates-and-task-indexes")
+    holder = hold_row(database_url, h)
+    with Writer(database_url) as writer:
+        undo = start_migrate(*rollback, DATABASE_URL=database_url, **WAITING_SETTINGS)
+        with db.cursor() as cur:
+            wait_until(lambda: cur.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query "
+                                           "LIKE %s", ("%-- 008 sub-tasks into their parent's conversation%: a batch%",)) or cur.fetchone(),
+                       "008's rollback to wait for the held row")
+        os.killpg(undo.pid, signal.SIGKILL)
+        undo.wait()
+        holder.close()
+        yoyo_break_lock = start_migrate("break-lock", DATABASE_URL=database_url)
+        assert yoyo_break_lock.wait(timeout=60) == 0
+        again = start_migrate(*rollback, DATABASE_URL=database_url)
+        out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    got = read(db)
+    assert {rid: (got[rid]["conversation_id"], got[rid]["branch_id"]) for rid in originals(h)} == originals(h)
+    assert writer.failed == [] and writer.done, "the proxy's inserts went on"
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM api_requests WHERE domain = 'writer.example.com'")
+        assert cur.fetchone()[0] == len(writer.done)
+        cur.execute("SELECT to_regclass('api_requests_subtask_moves')")
+        assert cur.fetchone()[0] is None
+    assert applied_migrations(db) == ALL[:ALL.index("008-subtask-updates-and-task-indexes")]

@@ -11,6 +11,7 @@ import signal
 import tempfile
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from nexus_migrate.database.localpg import LocalServer
 from nexus_migrate.proxy.schema import verify
 
 from .conftest import FAST_SETTINGS, as_role, wait_until
+from .history import BACKFILLED, expected, history, read, store
 from .migrations import ALL
+from .test_backfill import UP_TO_002, add_later_columns, write_map
 from .traffic import WAITING_BUILD, Writer, checksum, hold_old_snapshot, hold_read_lock, seed, start_migrate
 
 INVALID_INDEXES = "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
@@ -34,22 +37,48 @@ def invalid_indexes(db) -> int:
         return cur.fetchone()[0]
 
 
-def test_apply_on_a_populated_table_while_the_proxy_writes_leaves_every_index_valid(yoyo, db, database_url):
-    yoyo("apply", "-r", ALL[0])
+def test_apply_on_a_populated_table_while_the_proxy_writes_leaves_every_index_valid(yoyo, db, database_url,
+                                                                                   tmp_path):
+    """On 20,000 seeded rows and the proxy's history (which the backfills
+    change), while the proxy inserts: every column of every row afterwards is
+    what it was, or, for a backfilled column, the rules' answer computed apart
+    in Python; every insert of the proxy's is there."""
+    yoyo("apply", "-r", UP_TO_002)
     seed(db, 20_000)
-    before = checksum(db)
+    add_later_columns(db)
+    h = history()
+    store(db, h)
+    kept = [c for c in columns(db) if c not in BACKFILLED]
+    before, backfilled_before = contents(db, kept), read(db)
     with Writer(database_url) as writer:
-        apply = start_migrate("apply", "--batch", DATABASE_URL=database_url)
+        apply = start_migrate("apply", "--batch", DATABASE_URL=database_url, NEXUS_ACCOUNT_MAP=write_map(tmp_path))
         out, err = apply.communicate(timeout=300)
     assert apply.returncode == 0, err
     assert writer.failed == [] and writer.done, "the proxy's inserts went on"
     assert applied_migrations(db) == ALL
     assert verify(db) == [] and invalid_indexes(db) == 0
+    after = contents(db, kept)
+    assert {rid: after.get(rid) for rid in before} == before, "a column no backfill writes changed"
+    want = {**backfilled_before, **expected(h)}  # the seeded rows' backfilled columns stay as they were
+    got = read(db)
+    assert {rid: got.get(rid) for rid in want} == want
     with db.cursor() as cur:
-        cur.execute("SELECT count(*) FROM api_requests WHERE domain <> 'writer.example.com'")
-        assert cur.fetchone()[0] == before[0]
         cur.execute("SELECT count(*) FROM api_requests WHERE domain = 'writer.example.com'")
         assert cur.fetchone()[0] == len(writer.done)
+
+
+def columns(db) -> list[str]:
+    with db.cursor() as cur:
+        cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = 'api_requests'::regclass AND attnum > 0 "
+                    "AND NOT attisdropped ORDER BY attnum")
+        return [c for [c] in cur.fetchall()]
+
+
+def contents(db, kept: list[str]) -> dict:
+    """Each row's columns kept, as text, by request id."""
+    with db.cursor() as cur:
+        cur.execute(f"SELECT request_id, ROW({', '.join(kept)})::text FROM api_requests")
+        return {uuid.UUID(rid): text for rid, text in cur.fetchall()}
 
 
 def test_a_lock_held_elsewhere_makes_the_migration_give_up_without_blocking_writers(yoyo, db, database_url):
