@@ -32,7 +32,7 @@ import psycopg2
 
 from ..database.localpg import LocalServer
 from ..errors import OperatorError, mask_password
-from ..steps.settings import positive_setting
+from ..steps import throttle
 from .report import size
 from .scratch import Server, connect
 
@@ -41,7 +41,6 @@ STANDBY_FOLDER = "benchmark-standby"  # under the local server's home
 STREAMING_SECONDS = 120  # for a new standby to start streaming
 CATCH_UP_SECONDS = 900  # for a standby to replay what the benchmark's copies wrote
 MAX_REPLICA_LAG = "NEXUS_MAX_REPLICA_LAG"  # seconds, the throttle's bound and the benchmark's target
-DEFAULT_MAX_REPLICA_LAG = 1.0
 
 # The primary's WAL position and, of the standbys streaming from it, the
 # least replayed position and the largest replay_lag (NULL when none is
@@ -55,8 +54,8 @@ REPLICATION = """
 
 
 def max_replica_lag() -> float:
-    """The bound on a standby's replay lag, in seconds (NEXUS_MAX_REPLICA_LAG, default 1)."""
-    return positive_setting(MAX_REPLICA_LAG, DEFAULT_MAX_REPLICA_LAG)
+    """The bound on a standby's replay lag, in seconds: the backfills' own (steps/throttle.py)."""
+    return throttle.max_replica_lag()
 
 
 @dataclass
