@@ -26,7 +26,7 @@ from .conftest import FAST_SETTINGS, as_role, wait_until
 from .history import BACKFILLED, expected, history, read, store
 from .migrations import ALL
 from .test_backfill import UP_TO_002, add_later_columns, write_map
-from .traffic import WAITING_BUILD, Writer, checksum, hold_old_snapshot, hold_read_lock, seed, start_migrate
+from .traffic import WAITING_BUILD, Writer, hold_old_snapshot, hold_read_lock, seed, start_migrate
 
 INVALID_INDEXES = "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
 
