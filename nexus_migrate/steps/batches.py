@@ -66,16 +66,12 @@ class PageWalk:
 
     def __init__(self, conn, table: str, since: str | None = None):
         self.table, self.since = table, since
-        self.end = self._pages(conn)
+        with conn.cursor() as cur:
+            self.end = self._pages(cur)
 
-    def _pages(self, conn_or_cur) -> int:
-        query = "SELECT pg_relation_size(%s) / current_setting('block_size')::int"
-        if hasattr(conn_or_cur, "execute"):
-            conn_or_cur.execute(query, (self.table,))
-            return conn_or_cur.fetchone()[0]
-        with conn_or_cur.cursor() as cur:
-            cur.execute(query, (self.table,))
-            return cur.fetchone()[0]
+    def _pages(self, cur) -> int:
+        cur.execute("SELECT pg_relation_size(%s) / current_setting('block_size')::int", (self.table,))
+        return cur.fetchone()[0]
 
     def first_size(self, conn, rows: int) -> int:
         """Pages that hold about rows rows, by the statistics."""
