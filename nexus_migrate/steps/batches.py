@@ -43,6 +43,15 @@ from .throttle import Throttle
 # nested loops over index lookups and TID range scans.
 NESTED_LOOPS_ONLY = "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
 
+# The table's pages a batch dirties are written out by this session as they
+# leave shared buffers, into the kernel's cache, where they would wait for the
+# kernel's writeback or a checkpoint's fsync to send hundreds of MB to disk at
+# once; every commit of the proxy waits for its WAL flush behind that burst.
+# PostgreSQL's backend_flush_after (0 by default) has the kernel write them as
+# they go, in runs this long, so the disk's queue stays short. Measured in
+# docs/design.md ("Writing out as it goes").
+FLUSH_AS_WRITTEN = "SET LOCAL backend_flush_after = '256kB'"
+
 FIRST_KEY = uuid.UUID(int=0)
 LAST_KEY = uuid.UUID(int=2 ** 128 - 1)
 
@@ -156,6 +165,7 @@ def _batch(conn, name: str, rule, params: dict, walk, first, size: int | None, b
 
     def work(cur):
         cur.execute(NESTED_LOOPS_ONLY)
+        cur.execute(FLUSH_AS_WRITTEN)
         found_bounds = bounds or walk.bounds(cur, first, size)
         if found_bounds is None:
             return None, None
