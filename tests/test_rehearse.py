@@ -118,3 +118,17 @@ def test_a_role_that_may_not_create_databases_is_told_so(database_url, db, yoyo)
         with db.cursor() as cur:
             cur.execute(f"DROP OWNED BY {role}")
             cur.execute(f"DROP ROLE {role}")
+
+
+def test_an_index_already_dropped_by_hand_is_reported_as_locking_nothing(database_url, db, yoyo):
+    """012 retires idx_api_requests_model; an operator dropped it already. Its
+    DROP INDEX then does nothing and locks nothing, and the rehearsal says so."""
+    yoyo("apply", "-r", ALL[-2])
+    with db.cursor() as cur:
+        cur.execute("DROP INDEX idx_api_requests_model")
+    before = state(db)
+    result = rehearse(database_url)
+    assert result.returncode == 0, result.stderr
+    [model] = [line for line in lock_report(result.stdout, f"apply {ALL[-1]}") if "idx_api_requests_model" in line]
+    assert model.endswith("none"), model
+    assert state(db) == before

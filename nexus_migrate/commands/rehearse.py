@@ -40,6 +40,7 @@ from ..database.settings import database_url, load_env, migration_table
 from ..errors import OperatorError, mask_password
 from ..proxy.schema import verify
 from ..steps import Index, RetiredIndex, lock_timeout_ms, widenings
+from ..steps.sql_tree import indexed_table
 
 YOYO_TABLES = ("_yoyo_migration", "_yoyo_version", "_yoyo_log")  # their rows carry the applied state
 MAX_NAME = 63  # PostgreSQL's identifier length
@@ -244,9 +245,11 @@ def _probe(conn, migration_id: str, step, direction: str) -> list[StepLocks]:
             cur.execute("SELECT indrelid::regclass::text FROM pg_index WHERE indexrelid = to_regclass(%s)",
                         (step.name,))
             row = cur.fetchone()
-        table = row[0] if row else re.search(r"\bON\s+(\w+)", statement.sql, re.I).group(1)
+        # an index not built yet is built on the table its statement names; one
+        # already gone is dropped by nothing, which locks nothing
+        table = row[0] if row else indexed_table(statement.sql)
         getattr(step, direction)(conn)
-        entry.locks, entry.documented = {table: CONCURRENT_MODE}, True
+        entry.locks, entry.documented = ({table: CONCURRENT_MODE} if table else {}), True
         return [entry]
     return [_probe_statement(conn, migration_id, direction, statement.sql) for statement in statements]
 

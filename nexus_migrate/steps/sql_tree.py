@@ -138,6 +138,12 @@ def created_index(sql: str) -> str | None:
     return stmt.idxname if stmt and stmt.concurrent and stmt.if_not_exists else None
 
 
+def indexed_table(sql: str) -> str | None:
+    """The table of one CREATE INDEX statement, as it names it; else None."""
+    stmt = _single(sql, ast.IndexStmt)
+    return str(_range_var(stmt.relation)) if stmt else None
+
+
 def dropped_index(sql: str) -> str | None:
     """The index's name, when sql is one DROP INDEX CONCURRENTLY IF EXISTS name
     of one index, named without its schema (the steps name indexes so)."""
