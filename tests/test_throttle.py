@@ -36,7 +36,7 @@ def standby(server):
     home = Path(tempfile.mkdtemp(prefix="nexus-test-standby-"))
     replica = server.start_standby(home)
     yield replica
-    replica.remove()
+    server.remove_standby(home)
 
 
 def lines_of(process) -> queue.Queue:
@@ -151,3 +151,20 @@ def test_kill_9_while_held_then_a_rerun_gives_the_uninterrupted_result(yoyo, db,
     assert again.returncode == 0, err
     assert applied_migrations(db) == ALL
     assert_rows(read(db), expected(h), h)
+
+
+def test_a_standby_keeps_a_slot_while_it_runs_and_leaves_none_behind(server):
+    """The slot keeps the WAL a lagging standby still needs; removed with the
+    standby, or the primary would keep every WAL file from then on."""
+    home = Path(tempfile.mkdtemp(prefix="nexus-test-standby-"))
+    slots = "SELECT slot_name, active FROM pg_replication_slots WHERE slot_name LIKE 'nexus_standby_%'"
+    server.start_standby(home)
+    try:
+        with psycopg2.connect(server.url()) as conn, conn.cursor() as cur:
+            wait_until(lambda: cur.execute(slots) or cur.fetchall() == [(server.standby_slot(home), True)],
+                       "the standby to stream through its slot")
+    finally:
+        server.remove_standby(home)
+    with psycopg2.connect(server.url()) as conn, conn.cursor() as cur:
+        cur.execute(slots)
+        assert cur.fetchall() == []

@@ -99,7 +99,7 @@ def attached(server: Server, choice: Choice | None):
     try:
         if choice.primary is not None:
             # a copy left by a killed run may lack WAL the server has recycled since: a new one
-            LocalServer(choice.home, choice.primary.binaries).remove()
+            choice.primary.remove_standby(choice.home)
             choice.primary.start_standby(choice.home)
         elif choice.url:
             _check_is_standby(choice.url)
@@ -119,7 +119,7 @@ def attached(server: Server, choice: Choice | None):
             standby.close()
     finally:
         if choice.primary is not None:  # (also what a failed pg_basebackup left)
-            LocalServer(choice.home, choice.primary.binaries).remove()
+            choice.primary.remove_standby(choice.home)
 
 
 def _check_is_standby(url: str) -> None:

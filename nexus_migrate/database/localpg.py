@@ -198,18 +198,38 @@ class LocalServer:
     def start_standby(self, home: Path) -> LocalServer:
         """A streaming standby of this running server, copied by pg_basebackup
         into home and started there (on a port and socket of its own); it
-        replays what this server writes until it is removed."""
+        replays what this server writes until remove_standby(home). A
+        replication slot keeps the WAL it has not received yet: without one,
+        a standby that falls behind a large migration finds its next WAL
+        recycled and stops replaying for good."""
         standby = LocalServer(home, self.binaries, self.settings, tcp=self.tcp, environment=self.environment)
         if standby.port() is None and not (standby.data / "PG_VERSION").exists():
             standby._private_home()
-            # -R writes standby.signal and primary_conninfo; -X stream copies the
-            # WAL written meanwhile, so the copy starts consistent.
+            self._drop_slot(home)  # left by a standby removed without its primary
+            # -R writes standby.signal, primary_conninfo and primary_slot_name; -C
+            # creates the slot; -X stream copies the WAL written meanwhile, so the
+            # copy starts consistent.
             copied = self._run("pg_basebackup", "-d", self.url(), "-D", str(standby.data), "-X", "stream", "-R",
-                               "-c", "fast")
+                               "-C", "-S", self.standby_slot(home), "-c", "fast")
             if copied.returncode != 0:
                 raise LocalServerError(f"pg_basebackup failed: {self._last_log_line(copied)}")
         standby.start()
         return standby
+
+    def remove_standby(self, home: Path) -> None:
+        """Remove the standby in home and its slot here, which would otherwise
+        keep every WAL file from now on."""
+        LocalServer(home, self.binaries).remove()
+        self._drop_slot(home)
+
+    @staticmethod
+    def standby_slot(home: Path) -> str:
+        return "nexus_standby_" + re.sub(r"[^a-z0-9_]", "_", Path(home).resolve().name.lower())[:40]
+
+    def _drop_slot(self, home: Path) -> None:
+        with self._superuser() as cur:
+            cur.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                        "WHERE slot_name = %s AND NOT active", (self.standby_slot(home),))
 
     def stop(self) -> bool:
         """Stop the server; False when it was not running."""
