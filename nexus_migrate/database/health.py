@@ -15,11 +15,13 @@ STANDBYS = """
            pg_current_wal_lsn(), replay_lsn, extract(epoch FROM replay_lag)
       FROM pg_stat_replication"""
 
-# Commits of other clients that wait for the WAL to reach the disk (not the
-# server's own processes: the WAL writer and the checkpointer wait so by design).
+# Statements of other clients that wait for the WAL to reach the disk (not
+# the server's own processes: the WAL writer and the checkpointer wait so by
+# design), and how long the longest of them has run so far.
 WAL_WAITERS = """
-    SELECT count(*) FROM pg_stat_activity
-     WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'
+    SELECT count(*), coalesce(max(extract(epoch FROM clock_timestamp() - query_start)), 0)
+      FROM pg_stat_activity
+     WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND state = 'active'
        AND (wait_event_type, wait_event) IN (('IO', 'WalSync'), ('IO', 'WalWrite'),
                                                                          ('LWLock', 'WALWrite'))"""
 
@@ -44,11 +46,17 @@ def standbys(cur) -> list[Standby]:
     return [Standby(name, _lsn(written), _lsn(replayed), lag) for name, _, written, replayed, lag in cur.fetchall()]
 
 
-def wal_waiters(cur) -> int | None:
+@dataclass(frozen=True)
+class WalWaiters:
+    count: int  # other sessions' statements waiting on the WAL now
+    longest: float  # seconds the longest of them has run
+
+
+def wal_waiters(cur) -> WalWaiters | None:
     """Other sessions waiting on the WAL; None when this role cannot see
     other roles' waits (pg_read_all_stats)."""
     cur.execute("SELECT pg_has_role('pg_read_all_stats', 'USAGE')")
     if not cur.fetchone()[0]:
         return None
     cur.execute(WAL_WAITERS)
-    return cur.fetchone()[0]
+    return WalWaiters(*cur.fetchone())

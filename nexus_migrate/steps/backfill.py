@@ -46,7 +46,7 @@ from __future__ import annotations
 import re
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .batches import run
 from .statement import Statement
@@ -141,6 +141,8 @@ class Backfill:
     # When it returns a line, the backfill is not run and the line is printed
     # instead (005 without a mapping says how many rows wait for one).
     unless: Callable[[object], str | None] | None = None
+    # Of its last run in this process: seconds held for the server, and holds.
+    held: tuple[float, int] = field(default=(0.0, 0), compare=False, repr=False)
 
     @property
     def restores(self) -> str | None:
@@ -190,7 +192,7 @@ class Backfill:
             print(f"{self.name} (rollback): {rule.walk} does not exist, nothing to put back", flush=True)
             return
         name = self.name if direction == "apply" else f"{self.name} (rollback)"
-        run(conn, name, rule, self.params())
+        self.held = run(conn, name, rule, self.params())
 
 
 def _exists(conn, table: str) -> bool:

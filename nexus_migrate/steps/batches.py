@@ -242,12 +242,13 @@ class Progress:
         if self.total:
             text += f", about {(total - self.rows) / rate if rate else 0:,.0f} s left"
         if self.throttle.held:
-            text += f", held {self.throttle.held:,.1f} s"
+            text += f", held {self.throttle.held:,.1f} s in {self.throttle.holds:,} holds"
         return text
 
     def done(self) -> None:
         elapsed = time.monotonic() - self.started
-        held = f" ({self.throttle.held:.1f} s of it held)" if self.throttle.held else ""
+        held = (f" ({self.throttle.held:.1f} s of it held, in {self.throttle.holds:,} holds)"
+                if self.throttle.held else "")
         if self.changed:
             print(f"{self.name}: done, {self.changed:,} rows changed of {self.rows:,} looked at, in {elapsed:.2f} s"
                   f"{held}", flush=True)
@@ -288,10 +289,10 @@ def _walk(conn, name: str, rule, params: dict, walk, progress: Progress, again: 
             time.sleep(pause)
 
 
-def run(conn, name: str, rule, params: dict) -> None:
+def run(conn, name: str, rule, params: dict) -> tuple[float, int]:
     """rule over every row of the table it walks, in batches; then the catch-up
     pass of a physical walk; then once more over the batches that skipped rows
-    another session held."""
+    another session held. Returns the seconds held and the holds."""
     throttle = Throttle(conn, name)
     progress = Progress(name, _estimate(conn, rule), throttle)
     try:
@@ -299,6 +300,7 @@ def run(conn, name: str, rule, params: dict) -> None:
     finally:
         if not conn.closed:
             throttle.close()
+    return throttle.held, throttle.holds
 
 
 def _run(conn, name: str, rule, params: dict, progress: Progress, throttle: Throttle) -> None:

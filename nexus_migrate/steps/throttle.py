@@ -8,13 +8,16 @@ It holds while
   server's WAL passed each position, and a standby is as far behind as the
   oldest position it has not replayed (pg_stat_replication's replay_lag, which
   it also reads, stops growing while replay is stuck);
-- two or more of the proxy's commits are waiting for the WAL to be written
-  (IO:WalSync, IO:WalWrite, LWLock:WALWrite in pg_stat_activity);
+- a statement of another session (the proxy's commit) has waited for the
+  WAL to be written (IO:WalSync, IO:WalWrite, LWLock:WALWrite in
+  pg_stat_activity) and run for over 50 ms: a commit queued behind the
+  batches' WAL, where any commit waits a millisecond or two for its own;
 - the batch's own commit took over four times as long as its first commits
   did: for ten times that long, the server's disk catches up.
 
 While it holds, one line says why, and another how long it held once it goes
-on; the progress line counts held time apart. A hold longer than
+on (for a hold as the last one, again only after NEXUS_PROGRESS_SECONDS);
+the progress line counts held time and holds apart. A hold longer than
 NEXUS_MAX_HOLD_SECONDS (default 300) stops the run with one line: every batch
 before it is kept, and the same command continues. A role that may not see a
 standby's lag or other sessions' waits is told so once, and the backfill goes
@@ -32,13 +35,13 @@ from collections import deque
 
 from ..database.health import MONITOR_GRANT, standbys, wal_waiters
 from ..errors import OperatorError
-from .settings import positive_setting
+from .settings import positive_setting, progress_seconds
 
-CHECK_SECONDS = 0.25  # between two reads of the server's health while holding
+CHECK_SECONDS = 0.1  # between two reads of the server's health while holding
 BASELINE_COMMITS = 5
 SLOW_COMMIT_FACTOR, SLOW_COMMIT_FLOOR = 4.0, 0.02
 COOL_DOWN_FACTOR, COOL_DOWN_MAX = 10.0, 5.0
-WAL_WAITERS_HOLD = 2
+WAL_WAIT_HOLD_SECONDS = 0.05  # half the longest write the proxy should see
 APPLICATION_NAME_BYTES = 63  # what PostgreSQL keeps
 
 
@@ -63,6 +66,9 @@ class Throttle:
         self.commits: list[float] = []
         self.cool_until = 0.0
         self.told: set[str] = set()
+        self.holds = 0
+        self.last_said: tuple[str, float] = ("", 0.0)  # the signal of the last hold said, and when
+        self.quiet = progress_seconds()
         self.status = ""
         with conn.cursor() as cur:
             cur.execute("SELECT current_setting('application_name')")
@@ -100,8 +106,8 @@ class Throttle:
             self._tell_once("waits", f"{self.name}: cannot see other sessions' waits for the WAL "
                                      f"({MONITOR_GRANT}); going on without that signal")
             return None
-        if waiting >= WAL_WAITERS_HOLD:
-            return f"{waiting} commits of other sessions wait for the WAL"
+        if waiting.count and waiting.longest > WAL_WAIT_HOLD_SECONDS:
+            return f"a commit of another session waits for the WAL ({1000 * waiting.longest:.0f} ms so far)"
         return None
 
     def _slow_commit(self, now: float) -> str | None:
@@ -119,10 +125,16 @@ class Throttle:
         if seconds > max(SLOW_COMMIT_FACTOR * baseline, SLOW_COMMIT_FLOOR):
             self.cool_until = time.monotonic() + min(COOL_DOWN_FACTOR * seconds, COOL_DOWN_MAX)
 
-    def _why(self) -> str | None:
+    def _why(self) -> tuple[str, str] | None:
+        """(which signal, why) of the first signal that says hold, or None."""
         now = time.monotonic()
         with self.conn.cursor() as cur:
-            return self._replica_lag(cur, now) or self._wal_waits(cur) or self._slow_commit(now)
+            for signal, read in (("lag", lambda: self._replica_lag(cur, now)), ("wal", lambda: self._wal_waits(cur)),
+                                 ("commit", lambda: self._slow_commit(now))):
+                why = read()
+                if why:
+                    return signal, why
+        return None
 
     def _tell_once(self, what: str, line: str) -> None:
         if what not in self.told:
@@ -131,25 +143,35 @@ class Throttle:
 
     def before_batch(self) -> None:
         """Return once the server is healthy; hold (saying why) while it is not."""
-        why = self._why()
-        if why is None:
+        found = self._why()
+        if found is None:
             return
         started = time.monotonic()
-        print(f"{self.name}: holding: {why}", flush=True)
+        signal, why = found
+        # a hold for the same reason as the last one said, soon after it: counted, not said again
+        said = signal != self.last_said[0] or started - self.last_said[1] >= self.quiet
+        if said:
+            print(f"{self.name}: holding: {why}", flush=True)
+            self.last_said = (signal, started)
+        self.holds += 1
         self.show(f"held: {why}")
-        while why is not None:
+        while found is not None:
             held = time.monotonic() - started
+            if not said and held >= self.quiet:  # a quiet hold that lasts is said after all
+                print(f"{self.name}: holding: {found[1]}", flush=True)
+                said, self.last_said = True, (found[0], time.monotonic())
             if held > self.limit:
                 self.held += held
                 raise HeldTooLong(
                     f"{self.name}: held for {held:.0f} s, longer than NEXUS_MAX_HOLD_SECONDS ({self.limit:g} s), "
-                    f"because {why}; every batch before is kept, run the same command again once the server "
+                    f"because {found[1]}; every batch before is kept, run the same command again once the server "
                     "has caught up")
             time.sleep(CHECK_SECONDS)
-            why = self._why()
+            found = self._why()
         held = time.monotonic() - started
         self.held += held
-        print(f"{self.name}: going on after holding {held:.1f} s", flush=True)
+        if said:
+            print(f"{self.name}: going on after holding {held:.1f} s", flush=True)
         self.show(self.status)
 
     def show(self, status: str) -> None:
