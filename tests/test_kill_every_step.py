@@ -15,9 +15,10 @@ the old gate lets go. The middle of an index build is its wait for an old
 snapshot; of an index drop, its wait for a reader of the table; of a
 validation, the VALIDATE that waits after the constraint was added NOT
 VALID; of a backfill, its third batch (batches of one page, on history
-stored one row a page). A step that takes no lock on a table that exists
-before it (creating a table, a type or a function, a check) cannot be held
-at its start: a kill at the next step that can covers what it left.
+stored one row a page). A step that creates an object instead of changing a
+table (a table, a type, a function) is held by SHARE on the catalogs it
+writes first; a check writes nothing, so a kill at its start is a kill at
+the end of the step before.
 
 The full matrix (every migration both ways) runs under the kill_matrix marker
 (`scripts/test -m kill_matrix`); the default run kills a sample of it."""
@@ -35,7 +36,7 @@ import pytest
 
 from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.database.catalog import applied_migrations, snapshot
-from nexus_migrate.steps import Backfill
+from nexus_migrate.steps import Backfill, Check
 
 from .conftest import run_script, wait_until
 from .history import history, store
@@ -51,6 +52,12 @@ STEPPED = {"NEXUS_BATCH_ROWS": "1", "NEXUS_BATCH_SECONDS": "0.0001", "NEXUS_BATC
 ALLOWED = {"NEXUS_ALLOW_DATA_LOSS": "1"}  # rollbacks drop what the history holds: asked for here
 BACKFILL_BATCHES_KILLED = (1, 3)  # its first batch (the step's start) and one half-way
 
+# The catalogs a step writes first when it creates an object rather than
+# changing a table that exists (CREATE TABLE, TYPE, FUNCTION; a COMMENT):
+# SHARE on them holds such a step at its start too. (Its reads of them take
+# ACCESS SHARE, which SHARE lets through; the suite connects as a superuser,
+# who may lock a catalog.)
+CATALOGS = ("pg_class", "pg_type", "pg_proc", "pg_depend", "pg_description")
 # The tables (and materialized views) of the schema, yoyo's own left out (the run records itself there).
 TABLES = """SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace
                 AND relkind IN %s AND relname NOT LIKE '%%yoyo%%' ORDER BY relname"""
@@ -122,42 +129,83 @@ class Gate:
 
     def __init__(self, url: str, first: str | None = None, nowait: bool = False, until=None):
         self.conn = psycopg2.connect(url)
-        self.granted = threading.Event()
+        self.granted, self.closing = threading.Event(), False
+        self.missing: list[str] = []  # tables the run held when the gate asked
         self.pid = self.conn.get_backend_pid()
         self.thread = threading.Thread(target=self._take, args=(first, nowait, until), daemon=True)
         self.thread.start()
 
     def _take(self, first, nowait, until):
-        for attempt in itertools.count(1):  # asking without waiting: again at once, until had or until() says stop
-            try:
-                self._lock(first, nowait)
-                break
-            except psycopg2.errors.LockNotAvailable:
-                self.conn.rollback()
-                if until is None or (attempt % 50 == 0 and until()):
-                    break
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(TABLES, (("r",),))  # a materialized view cannot be locked
+                tables = [f'"{t}"' for [t] in cur.fetchall() if t != first]
+                if nowait:  # the other tables at once, so that the step after the index step waits
+                    tables = self._without_waiting(cur, tables)
+                if first:
+                    self._first(cur, first, nowait, until)
+                # the catalogs only now: an index step writes them until it is done
+                self.missing = self._without_waiting(cur, tables + [f"pg_catalog.{c}" for c in CATALOGS])
+        except psycopg2.Error:
+            if not self.closing:  # a gate closed while it waits has nothing left to take
+                raise
         self.granted.set()
 
-    def _lock(self, first, nowait):
-        with self.conn.cursor() as cur:
-            if first:  # queued behind the step that waits for it
-                cur.execute(f"LOCK TABLE {first} IN SHARE MODE{' NOWAIT' if nowait else ''}")
-            cur.execute(TABLES, (("r",),))  # a materialized view cannot be locked
-            for [table] in cur.fetchall():
-                cur.execute("SAVEPOINT s")
-                try:  # NOWAIT: never wait for the run while it waits for us (a deadlock)
-                    cur.execute(f'LOCK TABLE "{table}" IN SHARE MODE NOWAIT')
-                    cur.execute("RELEASE SAVEPOINT s")
-                except psycopg2.errors.LockNotAvailable:
-                    cur.execute("ROLLBACK TO SAVEPOINT s")
+    @staticmethod
+    def _first(cur, first: str, nowait: bool, until) -> None:
+        """SHARE on first: queued behind the step that waits for it, or (an
+        index step, which waits for every transaction that asks for a lock on
+        its table) asked for without waiting, again at once, until had or
+        until() says stop."""
+        if not nowait:
+            cur.execute(f"LOCK TABLE {first} IN SHARE MODE")
+            return
+        for attempt in itertools.count(1):
+            cur.execute("SAVEPOINT f")
+            try:
+                cur.execute(f"LOCK TABLE {first} IN SHARE MODE NOWAIT")
+                cur.execute("RELEASE SAVEPOINT f")
+                return
+            except psycopg2.errors.LockNotAvailable:
+                cur.execute("ROLLBACK TO SAVEPOINT f")
+                if until is None or (attempt % 50 == 0 and until()):
+                    return
+
+    def _without_waiting(self, cur, tables: list[str]) -> list[str]:
+        """SHARE on each of tables that no one else holds now; those not had."""
+        missing = []
+        for table in tables:
+            cur.execute("SAVEPOINT s")
+            try:  # NOWAIT: never wait for the run while it waits for us (a deadlock)
+                cur.execute(f"LOCK TABLE {table} IN SHARE MODE NOWAIT")
+                cur.execute("RELEASE SAVEPOINT s")
+            except psycopg2.errors.LockNotAvailable:
+                cur.execute("ROLLBACK TO SAVEPOINT s")
+                missing.append(table)
+            except psycopg2.errors.UndefinedTable:  # the run dropped it meanwhile
+                cur.execute("ROLLBACK TO SAVEPOINT s")
+        return missing
+
+    def top_up(self):
+        """Ask again for the tables the run held when the gate first asked (a
+        backfill's batches hold a second table between two waits for the
+        first): without them, the step after the backfill would pass ungated."""
+        if self.missing and self.granted.is_set() and not self.thread.is_alive() and not self.closing:
+            with self.conn.cursor() as cur:
+                self.missing = self._without_waiting(cur, self.missing)
 
     def close(self):
+        self.closing = True
         self.conn.close()
 
 
-def which_step(steps, direction: str, query: str) -> tuple[int, int | str]:
-    """(step index, statement index or 'batch') of the statement the run sent."""
+def which_step(steps, direction: str, query: str) -> tuple[int, int | str] | None:
+    """(step index, statement index or 'batch') of the statement the run sent;
+    None for yoyo's own bookkeeping (its lock and log tables), which the
+    catalog gate holds too."""
     said = " ".join(query.split())
+    if "yoyo" in said.lower():
+        return None
     for i, step in enumerate(steps):
         if isinstance(step, Backfill) and said.startswith(f"-- {step.name}"):
             return i, "batch"
@@ -187,10 +235,16 @@ def step_through(url: str, run, steps, direction: str, target: int, look):
             if waiting is None:
                 if run.poll() is not None:
                     return None, passed
+                gate.top_up()
                 continue
             pid, query, table = waiting
-            step, statement = which_step(steps, direction, query)
             said = " ".join(query.split())
+            found = which_step(steps, direction, query)
+            if found is None:  # not a step: through, and no kill point
+                gate = let_through(url, look, gate, pid, table, False)
+                holders.append(gate)
+                continue
+            step, statement = found
             if statement == "batch":
                 batches[step] = batches.get(step, 0) + 1
                 labels = [f"{step} batch {batches[step]}"] if batches[step] in BACKFILL_BATCHES_KILLED else []
@@ -327,9 +381,12 @@ def test_kill_9_at_every_step_then_the_same_command_gives_the_uninterrupted_resu
                                                                                  tmp_path):
     killed = kill_points(server, migration, direction, write_map(tmp_path))
     steps = [m for m in MIGRATIONS if m.id == migration][0].module.steps
-    # every step that works on a table that exists before it is killed at its start or first batch
-    for i, step in enumerate(steps):
-        if step.statements(direction) and any(p.startswith(f"{i} ") for p in killed):
-            continue
-        print(f"{migration} {direction}: step {i} ({type(step).__name__}) not held at its start")
     print(f"{migration} {direction}: killed at {killed}")
+    # A step never held at its start is named, for whoever reads the run: in
+    # 008's rollback the COMMENT and DROP TABLE that follow the index drop
+    # still pass the gate (not understood yet; the kills after the index drop
+    # and the uninterrupted comparison cover what they leave).
+    for i, step in enumerate(steps):
+        if (step.statements(direction) and not isinstance(step, Check)
+                and f"{i} start" not in killed and f"{i} batch 1" not in killed):
+            print(f"{migration} {direction}: step {i} ({type(step).__name__}) not held at its start")
