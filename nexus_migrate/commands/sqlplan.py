@@ -123,7 +123,7 @@ def header(migrations, direction: str, where: str) -> str:
     return "\n".join([
         f"-- What `scripts/migrate {direction}` would run on {where}, in this order: {ids}.",
         "-- Each statement is sent on its own (autocommit), as psql -f sends it.",
-        f"-- When a transaction's lock_timeout expires the runner rolls it back, waits and tries it again,",
+        "-- When a transaction's lock_timeout expires the runner rolls it back, waits and tries it again,",
         f"-- {lock_attempts()} attempts in all (NEXUS_LOCK_ATTEMPTS).",
         f"-- After each migration yoyo records the {direction} in {migration_table()} and _yoyo_log (not shown).",
     ])
