@@ -28,6 +28,7 @@ from .traffic import start_migrate
 PACED = {"NEXUS_BATCH_ROWS": "1", "NEXUS_BATCH_SECONDS": "0.0001", "NEXUS_BATCH_PAUSE_MS": "20",
          "NEXUS_MAX_REPLICA_LAG": "0.5"}
 # Every row of the table, as the standby must show it too.
+SLOT = "SELECT active FROM pg_replication_slots WHERE slot_name = %s"
 ROWS = "SELECT count(*), md5(string_agg(t::text, ',' ORDER BY request_id)) FROM api_requests t"
 
 
@@ -157,14 +158,18 @@ def test_a_standby_keeps_a_slot_while_it_runs_and_leaves_none_behind(server):
     """The slot keeps the WAL a lagging standby still needs; removed with the
     standby, or the primary would keep every WAL file from then on."""
     home = Path(tempfile.mkdtemp(prefix="nexus-test-standby-"))
-    slots = "SELECT slot_name, active FROM pg_replication_slots WHERE slot_name LIKE 'nexus_standby_%'"
-    server.start_standby(home)
+    slot = server.standby_slot(home)
+    conn = psycopg2.connect(server.url())
+    conn.autocommit = True
     try:
-        with psycopg2.connect(server.url()) as conn, conn.cursor() as cur:
-            wait_until(lambda: cur.execute(slots) or cur.fetchall() == [(server.standby_slot(home), True)],
-                       "the standby to stream through its slot")
+        with conn.cursor() as cur:
+            server.start_standby(home)
+            try:
+                wait_until(lambda: cur.execute(SLOT, (slot,)) or cur.fetchall() == [(True,)],
+                           "the standby to stream through its slot")
+            finally:
+                server.remove_standby(home)
+            cur.execute(SLOT, (slot,))
+            assert cur.fetchall() == []
     finally:
-        server.remove_standby(home)
-    with psycopg2.connect(server.url()) as conn, conn.cursor() as cur:
-        cur.execute(slots)
-        assert cur.fetchall() == []
+        conn.close()

@@ -175,6 +175,7 @@ class OursProbe:
         end = time.monotonic()
         before, after = self.before, self._counts(conn)
         changed = seeded_rows_changed(self.url, self.seeded_at, before["xid"], after["xid"])
+        held, holds = getattr(step, "held", (0.0, 0))  # a Backfill's holds for the server
         self.pauses.append((end, time.monotonic()))
         server = difference(before["server"], after["server"])
         writer = difference(before["writer_wal"], after["writer_wal"])
@@ -182,8 +183,7 @@ class OursProbe:
                else {k: server[k] for k in ("wal_bytes", "wal_records", "wal_fpi")})
         self.steps.append({"step": label, "window": (self.start, end), "seconds": round(end - self.start, 3),
                            "rows_updated": _count(getattr(step, "rows_updated", None)),
-                           "held_seconds": round(getattr(step, "held", (0.0, 0))[0], 3),
-                           "holds": getattr(step, "held", (0.0, 0))[1],
+                           "held_seconds": round(held, 3), "holds": holds,
                            "row_updates": (after["table"] - before["table"]) - (after["writer"] - before["writer"])
                            if self.exact else None,
                            "seeded_rows_changed": changed,
