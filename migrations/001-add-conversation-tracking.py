@@ -24,19 +24,7 @@ steps = migration(
             ADD COLUMN IF NOT EXISTS parent_message_hash  CHAR(64),
             ADD COLUMN IF NOT EXISTS conversation_id      UUID,
             ADD COLUMN IF NOT EXISTS branch_id            VARCHAR(255) DEFAULT 'main',
-            ADD COLUMN IF NOT EXISTS message_count        INTEGER DEFAULT 0
-        """,
-        """
-        ALTER TABLE api_requests
-            DROP COLUMN IF EXISTS message_count,
-            DROP COLUMN IF EXISTS branch_id,
-            DROP COLUMN IF EXISTS conversation_id,
-            DROP COLUMN IF EXISTS parent_message_hash,
-            DROP COLUMN IF EXISTS current_message_hash
-        """,
-    ),
-    ddl(
-        """
+            ADD COLUMN IF NOT EXISTS message_count        INTEGER DEFAULT 0;
         COMMENT ON COLUMN api_requests.current_message_hash IS
             'SHA-256 (hex) of the last message of the request';
         COMMENT ON COLUMN api_requests.parent_message_hash IS
@@ -49,11 +37,12 @@ steps = migration(
             'Messages in the conversation up to and including this request'
         """,
         """
-        COMMENT ON COLUMN api_requests.message_count IS NULL;
-        COMMENT ON COLUMN api_requests.branch_id IS NULL;
-        COMMENT ON COLUMN api_requests.conversation_id IS NULL;
-        COMMENT ON COLUMN api_requests.parent_message_hash IS NULL;
-        COMMENT ON COLUMN api_requests.current_message_hash IS NULL
+        ALTER TABLE api_requests
+            DROP COLUMN IF EXISTS message_count,
+            DROP COLUMN IF EXISTS branch_id,
+            DROP COLUMN IF EXISTS conversation_id,
+            DROP COLUMN IF EXISTS parent_message_hash,
+            DROP COLUMN IF EXISTS current_message_hash
         """,
     ),
     index(

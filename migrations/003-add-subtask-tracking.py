@@ -44,17 +44,7 @@ steps = migration(
         ALTER TABLE api_requests
             ADD COLUMN IF NOT EXISTS parent_task_request_id UUID,
             ADD COLUMN IF NOT EXISTS is_subtask             BOOLEAN DEFAULT false,
-            ADD COLUMN IF NOT EXISTS task_tool_invocation   JSONB
-        """,
-        """
-        ALTER TABLE api_requests
-            DROP COLUMN IF EXISTS task_tool_invocation,
-            DROP COLUMN IF EXISTS is_subtask,
-            DROP COLUMN IF EXISTS parent_task_request_id
-        """,
-    ),
-    ddl(
-        """
+            ADD COLUMN IF NOT EXISTS task_tool_invocation   JSONB;
         COMMENT ON COLUMN api_requests.parent_task_request_id IS
             'The request whose response called the Task tool that started this sub-task';
         COMMENT ON COLUMN api_requests.is_subtask IS 'The request belongs to a sub-task''s conversation';
@@ -62,9 +52,10 @@ steps = migration(
             'The Task tool calls of the response, as [{id, name, input}], in the order of its content'
         """,
         """
-        COMMENT ON COLUMN api_requests.task_tool_invocation IS NULL;
-        COMMENT ON COLUMN api_requests.is_subtask IS NULL;
-        COMMENT ON COLUMN api_requests.parent_task_request_id IS NULL
+        ALTER TABLE api_requests
+            DROP COLUMN IF EXISTS task_tool_invocation,
+            DROP COLUMN IF EXISTS is_subtask,
+            DROP COLUMN IF EXISTS parent_task_request_id
         """,
     ),
     # ON DELETE SET NULL: deleting an old request (a retention job) leaves its

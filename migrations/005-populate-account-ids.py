@@ -20,12 +20,11 @@ __transactional__ = False  # see 000: each step takes a short transaction of its
 
 steps = migration(
     ddl(
-        "ALTER TABLE api_requests ADD COLUMN IF NOT EXISTS account_id VARCHAR(255)",
+        """
+        ALTER TABLE api_requests ADD COLUMN IF NOT EXISTS account_id VARCHAR(255);
+        COMMENT ON COLUMN api_requests.account_id IS 'The account of the credentials the request was sent with'
+        """,
         "ALTER TABLE api_requests DROP COLUMN IF EXISTS account_id",
-    ),
-    ddl(
-        "COMMENT ON COLUMN api_requests.account_id IS 'The account of the credentials the request was sent with'",
-        "COMMENT ON COLUMN api_requests.account_id IS NULL",
     ),
     # Account usage and its time series: account_id = $1 AND timestamp in a
     # window. (The proxy's initializer also built a plain (account_id) index,

@@ -13,12 +13,11 @@ __transactional__ = False  # see 000: each step takes a short transaction of its
 
 steps = migration(
     ddl(
-        "ALTER TABLE api_requests ADD COLUMN IF NOT EXISTS system_hash VARCHAR(64)",
+        """
+        ALTER TABLE api_requests ADD COLUMN IF NOT EXISTS system_hash VARCHAR(64);
+        COMMENT ON COLUMN api_requests.system_hash IS 'SHA-256 (hex) of the system prompt alone'
+        """,
         "ALTER TABLE api_requests DROP COLUMN IF EXISTS system_hash",
-    ),
-    ddl(
-        "COMMENT ON COLUMN api_requests.system_hash IS 'SHA-256 (hex) of the system prompt alone'",
-        "COMMENT ON COLUMN api_requests.system_hash IS NULL",
     ),
     # A hash this migration cares for beside system_hash: the proxy stores the
     # SHA-256 hex digest of the request's API key, 64 characters, which

@@ -16,12 +16,11 @@ __transactional__ = False  # see 000: each step takes a short transaction of its
 
 steps = migration(
     ddl(
-        "ALTER TABLE api_requests ADD COLUMN IF NOT EXISTS parent_request_id UUID",
+        """
+        ALTER TABLE api_requests ADD COLUMN IF NOT EXISTS parent_request_id UUID;
+        COMMENT ON COLUMN api_requests.parent_request_id IS 'The request this one continues in its conversation'
+        """,
         "ALTER TABLE api_requests DROP COLUMN IF EXISTS parent_request_id",
-    ),
-    ddl(
-        "COMMENT ON COLUMN api_requests.parent_request_id IS 'The request this one continues in its conversation'",
-        "COMMENT ON COLUMN api_requests.parent_request_id IS NULL",
     ),
     # The foreign key's look-up when a request is deleted: without it, each
     # deleted row would cost a scan of the whole table for its children.

@@ -40,16 +40,11 @@ steps = migration(
             request_id      UUID PRIMARY KEY,
             conversation_id UUID,
             branch_id       VARCHAR(255)
-        )
-        """,
-        "DROP TABLE IF EXISTS api_requests_subtask_moves",
-    ),
-    ddl(
-        """
+        );
         COMMENT ON TABLE api_requests_subtask_moves IS
             'The conversation and branch of each request that 008 moved into its parent''s conversation, for its rollback'
         """,
-        "COMMENT ON TABLE api_requests_subtask_moves IS NULL",
+        "DROP TABLE IF EXISTS api_requests_subtask_moves",
     ),
     # Upstream's version of this index leaves out rows without a response,
     # which only the Task look-up can use. Over the whole table it also serves

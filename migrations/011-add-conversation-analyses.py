@@ -71,33 +71,25 @@ steps = migration(
             created_at             TIMESTAMPTZ NOT NULL DEFAULT now(),
             updated_at             TIMESTAMPTZ NOT NULL DEFAULT now(),
             UNIQUE (conversation_id, branch_id)
-        )
+        );
+        COMMENT ON TABLE conversation_analyses IS
+            'AI analyses of conversation branches: the queue of pending ones and their results'
         """,
         "DROP TABLE IF EXISTS conversation_analyses",
     ),
     # The two columns that the first version of this table lacked, apart, so
-    # that they complete such a table.
+    # that they complete such a table. (A rollback run again finds it gone.)
     ddl(
         """
         ALTER TABLE conversation_analyses
             ADD COLUMN IF NOT EXISTS completed_at  TIMESTAMPTZ,
-            ADD COLUMN IF NOT EXISTS custom_prompt TEXT
-        """,
-        """
-        ALTER TABLE conversation_analyses
-            DROP COLUMN IF EXISTS custom_prompt,
-            DROP COLUMN IF EXISTS completed_at
-        """,
-    ),
-    ddl(
-        """
-        COMMENT ON TABLE conversation_analyses IS
-            'AI analyses of conversation branches: the queue of pending ones and their results';
+            ADD COLUMN IF NOT EXISTS custom_prompt TEXT;
         COMMENT ON COLUMN conversation_analyses.custom_prompt IS 'The prompt asked for instead of the default one'
         """,
         """
-        COMMENT ON COLUMN conversation_analyses.custom_prompt IS NULL;
-        COMMENT ON TABLE conversation_analyses IS NULL
+        ALTER TABLE IF EXISTS conversation_analyses
+            DROP COLUMN IF EXISTS custom_prompt,
+            DROP COLUMN IF EXISTS completed_at
         """,
     ),
     # Upstream named this function trigger_set_timestamp() and replaced any
@@ -148,12 +140,9 @@ steps = migration(
             user_context    JSONB DEFAULT '{}',
             metadata        JSONB DEFAULT '{}',
             timestamp       TIMESTAMPTZ NOT NULL DEFAULT now()
-        )
+        );
+        COMMENT ON TABLE analysis_audit_log IS 'Every request for an analysis and its outcome, appended by the API'
         """,
         "DROP TABLE IF EXISTS analysis_audit_log",
-    ),
-    ddl(
-        "COMMENT ON TABLE analysis_audit_log IS 'Every request for an analysis and its outcome, appended by the API'",
-        "COMMENT ON TABLE analysis_audit_log IS NULL",
     ),
 )

@@ -70,3 +70,19 @@ def test_rolling_the_whole_chain_back_to_002_gives_002s_catalog_and_apply_the_fu
     assert applied_migrations(db) == ALL[:3] and verify(db) == []
     assert yoyo("apply") == 0
     assert snapshot(db) == full and verify(db) == []
+
+
+def test_a_rollback_whose_steps_all_ran_but_went_unrecorded_runs_again(yoyo, db):
+    """A rollback killed after its last step, before yoyo records it, is run
+    again from its first step: each rollback step must then meet the schema
+    that the steps after it already took apart (a COMMENT on a view that is
+    gone fails). Every migration, from the last to the first."""
+    yoyo("apply")
+    for migration in reversed(MIGRATIONS):
+        migration.load()
+        for s in reversed(migration.module.steps):
+            s.rollback(db)
+        taken_apart = snapshot(db)
+        assert yoyo("rollback", "-r", migration.id) == 0, migration.id
+        assert snapshot(db) == taken_apart, migration.id
+        assert applied_migrations(db) == ALL[:ALL.index(migration.id)]
