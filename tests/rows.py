@@ -29,13 +29,14 @@ def store_traffic(conn, requests: int = 40, chunks_each: int = 3) -> None:
             (str(rid), i, start, f"data: chunk {i} of {rid}") for rid in ids for i in range(chunks_each)])
 
 
-def fingerprint(conn) -> dict[str, tuple[int, str]]:
-    """{table: (row count, md5 of its rows in a fixed order)} for every table of
-    the current schema, yoyo's included."""
+def fingerprint(conn, kinds: tuple[str, ...] = ("r",)) -> dict[str, tuple[int, str]]:
+    """{relation: (row count, md5 of its rows in a fixed order)} for every
+    relation of the current schema of those kinds (pg_class.relkind: tables;
+    "m" adds materialized views), yoyo's included."""
     with conn.cursor() as cur:
         cur.execute("""SELECT relname FROM pg_class
-                        WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r'
-                        ORDER BY relname""")
+                        WHERE relnamespace = current_schema()::regnamespace AND relkind IN %s
+                        ORDER BY relname""", (kinds,))
         tables = [row[0] for row in cur.fetchall()]
         result = {}
         for table in tables:

@@ -42,7 +42,7 @@ def test_a_credentials_directory_gives_each_domain_its_account_id(tmp_path, monk
     ("a.example,acc_1\nb.example\n", ["line 2", "domain,account_id"]),
     ("a.example,acc_1,extra\n", ["line 1"]),
     ("a.example,\n", ["line 1"]),
-    (f"a.example,acc_1\na.example,acc_2\n", ["line 2", "a second account"]),
+    ("a.example,acc_1\na.example,acc_2\n", ["line 2", "a second account"]),
     (f'{{"accessToken": "{SECRET}"}}\n', ["line 1"]),  # a credentials file given by mistake
 ])
 def test_a_malformed_mapping_file_is_one_line_naming_the_file_and_line(content, words, tmp_path, database_url):

@@ -98,11 +98,11 @@ def hold_old_snapshot(url: str):
     return conn
 
 
-def hold_read_lock(url: str):
-    """An open read of api_requests: its ACCESS SHARE lock keeps ALTER TABLE out."""
+def hold_read_lock(url: str, table: str = "api_requests"):
+    """An open read of table: its ACCESS SHARE lock keeps ALTER TABLE out."""
     conn = psycopg2.connect(url)
     with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM api_requests")
+        cur.execute(f"SELECT count(*) FROM {table}")
     return conn
 
 
