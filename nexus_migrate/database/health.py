@@ -1,6 +1,7 @@
 """What the server says of its own health, as a backfill's throttle reads it
 between batches: where each standby has replayed to, which sessions wait for
-the WAL to be written. Every read is of PostgreSQL's statistics views."""
+the WAL to be written, whether a checkpoint is flushing the data files. Every
+read is of PostgreSQL's statistics views."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ WAL_WAITERS = """
      WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND state = 'active'
        AND (wait_event_type, wait_event) IN (('IO', 'WalSync'), ('IO', 'WalWrite'),
                                                                          ('LWLock', 'WALWrite'))"""
+
+
+# The checkpointer's fsync of the data files a checkpoint wrote: the end of
+# every checkpoint, when the disk is busiest.
+CHECKPOINT_SYNCING = """
+    SELECT count(*) > 0 FROM pg_stat_activity
+     WHERE backend_type = 'checkpointer' AND (wait_event_type, wait_event) = ('IO', 'DataFileSync')"""
 
 
 @dataclass(frozen=True)
@@ -60,3 +68,10 @@ def wal_waiters(cur) -> WalWaiters | None:
         return None
     cur.execute(WAL_WAITERS)
     return WalWaiters(*cur.fetchone())
+
+
+def checkpoint_syncing(cur) -> bool:
+    """The checkpointer is flushing data files to disk now (seen only by a
+    member of pg_read_all_stats, as wal_waiters says)."""
+    cur.execute(CHECKPOINT_SYNCING)
+    return cur.fetchone()[0]

@@ -12,6 +12,9 @@ It holds while
   WAL to be written (IO:WalSync, IO:WalWrite, LWLock:WALWrite in
   pg_stat_activity) and run for over 50 ms: a commit queued behind the
   batches' WAL, where any commit waits a millisecond or two for its own;
+- a checkpoint is flushing the data files it wrote (the checkpointer waits on
+  IO:DataFileSync): the proxy's commits then share the disk with that flush,
+  and a batch's writes would only lengthen it;
 - the batch's own commit took over four times as long as its first commits
   did: for ten times that long, the server's disk catches up.
 
@@ -33,7 +36,7 @@ import statistics
 import time
 from collections import deque
 
-from ..database.health import MONITOR_GRANT, standbys, wal_waiters
+from ..database.health import MONITOR_GRANT, checkpoint_syncing, standbys, wal_waiters
 from ..errors import OperatorError
 from .settings import positive_setting, progress_seconds
 
@@ -110,6 +113,11 @@ class Throttle:
             return f"a commit of another session waits for the WAL ({1000 * waiting.longest:.0f} ms so far)"
         return None
 
+    def _checkpoint_sync(self, cur) -> str | None:
+        if "waits" not in self.told and checkpoint_syncing(cur):  # (told: this role cannot see it)
+            return "a checkpoint is flushing the data files to disk"
+        return None
+
     def _slow_commit(self, now: float) -> str | None:
         if now < self.cool_until:
             return "the server was slow to commit the last batch"
@@ -130,6 +138,7 @@ class Throttle:
         now = time.monotonic()
         with self.conn.cursor() as cur:
             for signal, read in (("lag", lambda: self._replica_lag(cur, now)), ("wal", lambda: self._wal_waits(cur)),
+                                 ("checkpoint", lambda: self._checkpoint_sync(cur)),
                                  ("commit", lambda: self._slow_commit(now))):
                 why = read()
                 if why:
