@@ -78,16 +78,16 @@ def spellings() -> list[str]:
     return list(MADE_MIGRATIONS[0].module.SPELLINGS)
 
 
-def plain_yoyo(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+def plain_yoyo(database_url: str, *args: str, sources=SOURCES, **env: str) -> subprocess.CompletedProcess:
     """yoyo itself, as an operator runs it from the project root, with the
     made migrations' folder named beside the real one."""
-    return subprocess.run([str(Path(sys.executable).parent / "yoyo"), *args, *SOURCES], capture_output=True,
+    return subprocess.run([str(Path(sys.executable).parent / "yoyo"), *args, *sources], capture_output=True,
                           text=True, env=script_env(DATABASE_URL=database_url, **env), cwd=PROJECT_ROOT,
                           timeout=300, stdin=subprocess.DEVNULL)
 
 
-def scripts_migrate(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return run_script(PROJECT_ROOT, "migrate", *args, *SOURCES, DATABASE_URL=database_url, **env)
+def scripts_migrate(database_url: str, *args: str, sources=SOURCES, **env: str) -> subprocess.CompletedProcess:
+    return run_script(PROJECT_ROOT, "migrate", *args, *sources, DATABASE_URL=database_url, **env)
 
 
 TOOLS = {"yoyo": plain_yoyo, "scripts/migrate": scripts_migrate}
@@ -206,3 +206,47 @@ def test_a_type_change_puts_values_at_risk_unless_it_keeps_the_type_and_room(new
         cur.execute("INSERT INTO guard_kept VALUES (2, 'abc')")
         assert data_at_risk(db, [step]) == (["column guard_kept.code (its type changes and it holds values)"]
                                             if at_risk else [])
+
+
+# A migration made for these tests (tests/made_migrations/empties): its
+# rollback empties a table with TRUNCATE and drops an enum type with CASCADE,
+# which drops api_requests.guard_mood with it.
+EMPTIES_SOURCES = (str(MIGRATIONS_DIR), str(Path(__file__).parent / "made_migrations" / "empties"))
+EMPTIES = "013-empty-a-table-and-drop-a-type"
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_a_rollback_that_empties_a_table_or_drops_a_type_with_cascade_keeps_their_data(tool, yoyo, db, database_url):
+    yoyo("apply", *EMPTIES_SOURCES)
+    seed(db, 10)
+    with db.cursor() as cur:
+        cur.execute("UPDATE api_requests SET guard_mood = 'busy'"
+                    " WHERE request_id IN (SELECT request_id FROM api_requests ORDER BY request_id LIMIT 3)")
+        cur.execute("INSERT INTO guard_log VALUES ('a line'), ('another')")
+    before, rows = snapshot(db), fingerprint(db)
+    run = TOOLS[tool]
+
+    result = run(database_url, "rollback", "--batch", "-r", EMPTIES, sources=EMPTIES_SOURCES)
+    assert assert_one_line_error(result) == refusal(
+        "the rows of table guard_log",
+        "column api_requests.guard_mood (its type guard_mood is dropped with CASCADE and it holds values)")
+    assert snapshot(db) == before and fingerprint(db) == rows
+    assert applied_migrations(db) == ALL + [EMPTIES]
+
+    allowed = run(database_url, "rollback", "--batch", "-r", EMPTIES, sources=EMPTIES_SOURCES,
+                  NEXUS_ALLOW_DATA_LOSS="1")
+    assert allowed.returncode == 0, allowed.stderr
+    assert applied_migrations(db) == ALL
+    with db.cursor() as cur:
+        cur.execute("SELECT to_regtype('guard_mood'), (SELECT count(*) FROM guard_log), "
+                    "(SELECT count(*) FROM pg_attribute WHERE attrelid = 'api_requests'::regclass "
+                    "AND attname = 'guard_mood' AND NOT attisdropped)")
+        assert cur.fetchone() == (None, 0, 0)
+
+
+def test_a_rollback_that_empties_an_empty_table_and_drops_an_unused_type_runs_freely(yoyo, db, database_url):
+    yoyo("apply", *EMPTIES_SOURCES)
+    seed(db, 10)  # rows, but no guard_mood in any of them, and guard_log empty
+    result = scripts_migrate(database_url, "rollback", "--batch", "-r", EMPTIES, sources=EMPTIES_SOURCES)
+    assert result.returncode == 0, result.stderr
+    assert applied_migrations(db) == ALL

@@ -75,8 +75,31 @@ def test_schemas_dropped(sql, schemas):
     assert read(sql) == ([], [], [], schemas)
 
 
+@pytest.mark.parametrize("sql, emptied", [
+    ("TRUNCATE t", [(T, False)]),
+    ("truncate table only t, billing.accounts restart identity", [(T, False), (ACCOUNTS, False)]),
+    ('TRUNCATE "t" CASCADE', [(T, True)]),  # and the tables that reference t
+    ("DELETE FROM t", [(T, False)]),
+    ("delete from only billing.accounts a where a.id > 10 returning a.id", [(ACCOUNTS, False)]),
+])
+def test_tables_emptied_in_any_spelling(sql, emptied):
+    found = drops(sql)
+    assert read(sql) == ([], [], [], []) and found.emptied == emptied and found.cascaded_types == []
+
+
+@pytest.mark.parametrize("sql, types", [
+    ("DROP TYPE mood CASCADE", [Relation(None, "mood")]),
+    ('drop type if exists billing."Mood", other cascade', [Relation("billing", "Mood"), Relation(None, "other")]),
+    ("DROP DOMAIN IF EXISTS positive CASCADE", [Relation(None, "positive")]),  # a domain's columns go too
+])
+def test_types_dropped_with_cascade_take_their_columns(sql, types):
+    found = drops(sql)
+    assert read(sql) == ([], [], [], []) and found.emptied == [] and found.cascaded_types == types
+
+
 @pytest.mark.parametrize("sql", [
     "DROP VIEW v", "DROP MATERIALIZED VIEW IF EXISTS hourly_stats",  # their rows are read from tables
+    "DROP TYPE IF EXISTS mood", "DROP DOMAIN positive RESTRICT",  # without CASCADE, refused while in use
     "DROP INDEX CONCURRENTLY IF EXISTS i", "ALTER TABLE t DROP CONSTRAINT IF EXISTS k",
     "DROP FUNCTION IF EXISTS f()", "DROP TRIGGER IF EXISTS x ON t", "ALTER TABLE t RENAME c TO d",
     "ALTER INDEX i RENAME TO j", "COMMENT ON COLUMN t.c IS NULL", "CREATE TABLE t (c int)",
@@ -86,7 +109,8 @@ def test_schemas_dropped(sql, schemas):
     "DO $$ BEGIN DROP TABLE t; END $$",
 ])
 def test_statements_that_drop_no_stored_data(sql):
-    assert read(sql) == ([], [], [], [])
+    found = drops(sql)
+    assert read(sql) == ([], [], [], []) and found.emptied == found.cascaded_types == []
 
 
 # The patterns the guard read rollbacks with before the parse tree, kept here

@@ -39,7 +39,9 @@ def destroys(steps) -> Drops:
                  columns=[(t, c) for t, c in found.columns if t not in tables],
                  type_changes=[c for c in found.type_changes
                                if c.table not in tables and (c.table, c.column) not in found.columns],
-                 schemas=found.schemas)
+                 schemas=found.schemas,
+                 emptied=[(t, cascade) for t, cascade in found.emptied if t not in tables and str(t) not in restored],
+                 cascaded_types=found.cascaded_types)
 
 
 def data_at_risk(conn, steps) -> list[str]:
@@ -59,6 +61,16 @@ def data_at_risk(conn, steps) -> list[str]:
         for change in loss.type_changes:
             if _puts_values_at_risk(cur, change) and _holds_values(cur, change.table, change.column):
                 found.append(f"column {change.table}.{shown(change.column)} (its type changes and it holds values)")
+        for table, cascade in loss.emptied:
+            for emptied in [table] + (_referencing(cur, table) if cascade else []):
+                oid = _table_oid(cur, emptied)
+                if oid is not None and oid not in counted and _holds_rows(cur, emptied):
+                    found.append(f"the rows of table {emptied}")
+        for type_name in loss.cascaded_types:
+            for table, column in _columns_of_type(cur, type_name):
+                if _table_oid(cur, table) not in counted and _holds_values(cur, table, column):
+                    found.append(f"column {table}.{shown(column)} (its type {type_name} is dropped with CASCADE "
+                                 "and it holds values)")
         restored = {_table_oid(cur, Relation(None, s.restores)) for s in steps if getattr(s, "restores", None)}
         for schema in loss.schemas:
             for table, oid in _tables_of(cur, schema):
@@ -118,6 +130,30 @@ def _puts_values_at_risk(cur, change: TypeChange) -> bool:
     if characters and len(change.modifiers) == 1:
         return length is None or change.modifiers[0] is None or change.modifiers[0] < length
     return True  # another type's modifiers (numeric's precision, a time's digits): not compared, so at risk
+
+
+def _referencing(cur, table: Relation) -> list[Relation]:
+    """The tables whose foreign keys reference table, and theirs, and so on."""
+    cur.execute("""
+        WITH RECURSIVE referencing (oid) AS (
+            SELECT conrelid FROM pg_constraint WHERE contype = 'f' AND confrelid = to_regclass(%s)
+            UNION
+            SELECT c.conrelid FROM pg_constraint c JOIN referencing r ON c.confrelid = r.oid WHERE c.contype = 'f')
+        SELECT n.nspname, c.relname FROM referencing r JOIN pg_class c ON c.oid = r.oid
+          JOIN pg_namespace n ON n.oid = c.relnamespace ORDER BY 1, 2""", (table.regclass,))
+    return [Relation(schema, name) for schema, name in cur.fetchall()]
+
+
+def _columns_of_type(cur, type_name: Relation) -> list[tuple[Relation, str]]:
+    """The table columns of that type, of arrays of it, or of domains over it."""
+    cur.execute("""
+        SELECT n.nspname, c.relname, a.attname
+          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+           AND a.atttypid IN (SELECT oid FROM pg_type
+                               WHERE to_regtype(%(type)s) IN (oid, typelem, typbasetype))
+         ORDER BY 1, 2, 3""", {"type": type_name.regclass})
+    return [(Relation(schema, name), column) for schema, name, column in cur.fetchall()]
 
 
 def _tables_of(cur, schema: str) -> list[tuple[Relation, int]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pglast import ast, parse_sql
-from pglast.enums import AlterTableType, ObjectType
+from pglast.enums import AlterTableType, DropBehavior, ObjectType
 from pglast.parser import ParseError
 from pglast.stream import RawStream, maybe_double_quote_name
 
@@ -88,24 +88,38 @@ class Drops:
     columns: list[tuple[Relation, str]] = field(default_factory=list)
     type_changes: list[TypeChange] = field(default_factory=list)
     schemas: list[str] = field(default_factory=list)
+    # (table, with CASCADE) whose rows a TRUNCATE or a DELETE removes; a
+    # TRUNCATE ... CASCADE empties the tables that reference it too
+    emptied: list[tuple[Relation, bool]] = field(default_factory=list)
+    # types and domains dropped with CASCADE, which drops every column of them
+    cascaded_types: list[Relation] = field(default_factory=list)
 
     def add(self, other: Drops) -> None:
         for mine, theirs in ((self.tables, other.tables), (self.columns, other.columns),
-                             (self.type_changes, other.type_changes), (self.schemas, other.schemas)):
+                             (self.type_changes, other.type_changes), (self.schemas, other.schemas),
+                             (self.emptied, other.emptied), (self.cascaded_types, other.cascaded_types)):
             mine += [item for item in theirs if item not in mine]
 
 
 def drops(sql: str) -> Drops:
-    """The tables, columns and schemas that sql drops, and the columns whose
-    type it changes. (Not tables' rows a DELETE or TRUNCATE removes, nor what
-    DROP TYPE ... CASCADE takes with it; views and materialized views hold no
-    data of their own.)"""
+    """The tables, columns and schemas that sql drops, the columns whose type
+    it changes, the tables it empties (TRUNCATE, DELETE) and the types it
+    drops with CASCADE. (Views and materialized views hold no data of their
+    own; a DELETE inside a WITH is not read.)"""
     found = Drops()
     for stmt in statements(sql):
         if isinstance(stmt, ast.DropStmt) and stmt.removeType == ObjectType.OBJECT_TABLE:
             found.add(Drops(tables=[_relation(names) for names in stmt.objects]))
         elif isinstance(stmt, ast.DropStmt) and stmt.removeType == ObjectType.OBJECT_SCHEMA:
             found.add(Drops(schemas=[name.sval for name in stmt.objects]))
+        elif (isinstance(stmt, ast.DropStmt) and stmt.removeType in (ObjectType.OBJECT_TYPE, ObjectType.OBJECT_DOMAIN)
+              and stmt.behavior == DropBehavior.DROP_CASCADE):
+            found.add(Drops(cascaded_types=[_relation(type_name.names) for type_name in stmt.objects]))
+        elif isinstance(stmt, ast.TruncateStmt):
+            cascade = stmt.behavior == DropBehavior.DROP_CASCADE
+            found.add(Drops(emptied=[(_range_var(rv), cascade) for rv in stmt.relations]))
+        elif isinstance(stmt, ast.DeleteStmt):
+            found.add(Drops(emptied=[(_range_var(stmt.relation), False)]))
         elif isinstance(stmt, ast.AlterTableStmt) and stmt.objtype == ObjectType.OBJECT_TABLE:
             table = _range_var(stmt.relation)
             for cmd in stmt.cmds:
