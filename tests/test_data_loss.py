@@ -208,6 +208,20 @@ def test_a_type_change_puts_values_at_risk_unless_it_keeps_the_type_and_room(new
                                             if at_risk else [])
 
 
+def test_truncate_with_cascade_puts_the_rows_of_the_tables_that_reference_it_at_risk(db):
+    """guard_parent is empty, but TRUNCATE ... CASCADE empties guard_child
+    (and guard_grandchild, which references it) whole, rows that reference
+    no parent included."""
+    with db.cursor() as cur:
+        cur.execute("CREATE TABLE guard_parent (id integer PRIMARY KEY);"
+                    "CREATE TABLE guard_child (id integer PRIMARY KEY, parent_id integer REFERENCES guard_parent);"
+                    "CREATE TABLE guard_grandchild (child_id integer REFERENCES guard_child);"
+                    "INSERT INTO guard_child VALUES (1, NULL); INSERT INTO guard_grandchild VALUES (1)")
+    assert data_at_risk(db, [ddl("SELECT 1", "TRUNCATE guard_parent")]) == []
+    assert data_at_risk(db, [ddl("SELECT 1", "TRUNCATE guard_parent CASCADE")]) == [
+        "the rows of table guard_child", "the rows of table guard_grandchild"]
+
+
 # A migration made for these tests (tests/made_migrations/empties): its
 # rollback empties a table with TRUNCATE and drops an enum type with CASCADE,
 # which drops api_requests.guard_mood with it.

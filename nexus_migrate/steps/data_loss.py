@@ -133,21 +133,24 @@ def _puts_values_at_risk(cur, change: TypeChange) -> bool:
 
 
 def _referencing(cur, table: Relation) -> list[Relation]:
-    """The tables whose foreign keys reference table, and theirs, and so on."""
+    """The tables whose foreign keys reference table, and theirs, and so on
+    (named as _columns_of_type names them)."""
     cur.execute("""
         WITH RECURSIVE referencing (oid) AS (
             SELECT conrelid FROM pg_constraint WHERE contype = 'f' AND confrelid = to_regclass(%s)
             UNION
             SELECT c.conrelid FROM pg_constraint c JOIN referencing r ON c.confrelid = r.oid WHERE c.contype = 'f')
-        SELECT n.nspname, c.relname FROM referencing r JOIN pg_class c ON c.oid = r.oid
+        SELECT CASE WHEN NOT pg_table_is_visible(c.oid) THEN n.nspname END, c.relname
+          FROM referencing r JOIN pg_class c ON c.oid = r.oid
           JOIN pg_namespace n ON n.oid = c.relnamespace ORDER BY 1, 2""", (table.regclass,))
     return [Relation(schema, name) for schema, name in cur.fetchall()]
 
 
 def _columns_of_type(cur, type_name: Relation) -> list[tuple[Relation, str]]:
-    """The table columns of that type, of arrays of it, or of domains over it."""
+    """The table columns of that type, of arrays of it, or of domains over it
+    (a table named by its schema only where search_path does not find it)."""
     cur.execute("""
-        SELECT n.nspname, c.relname, a.attname
+        SELECT CASE WHEN NOT pg_table_is_visible(c.oid) THEN n.nspname END, c.relname, a.attname
           FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
            AND a.atttypid IN (SELECT oid FROM pg_type
