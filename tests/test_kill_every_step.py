@@ -159,7 +159,12 @@ class Gate:
         its table) asked for without waiting, again at once, until had or
         until() says stop."""
         if not nowait:
-            cur.execute(f"LOCK TABLE {first} IN SHARE MODE")
+            cur.execute("SAVEPOINT f")
+            try:
+                cur.execute(f"LOCK TABLE {first} IN SHARE MODE")
+                cur.execute("RELEASE SAVEPOINT f")
+            except psycopg2.errors.UndefinedTable:  # the step it queued behind dropped it
+                cur.execute("ROLLBACK TO SAVEPOINT f")
             return
         for attempt in itertools.count(1):
             cur.execute("SAVEPOINT f")
