@@ -359,6 +359,19 @@ def uninterrupted(server, migration: str, direction: str, mapping: str) -> dict:
     return _REFERENCES[key]
 
 
+def run_again_and_compare(url: str, conn, args: list[str], mapping: str, want: dict, where: str) -> None:
+    """After a kill (where: which): nothing recorded; break-lock (the killed
+    run could not remove yoyo's lock row) and the same command again give the
+    uninterrupted run's outcome, and no INVALID index."""
+    assert applied_migrations(conn) != want["applied"], f"{where}: the killed run was recorded"
+    migrate(url, "break-lock")
+    migrate(url, *args, NEXUS_ACCOUNT_MAP=mapping, **ALLOWED)
+    got = outcome(conn)
+    assert invalid_indexes(conn) == 0, where
+    for part in ("applied", "catalog", "rows"):
+        assert got[part] == want[part], f"{where}: {part}"
+
+
 def kill_points(server, migration: str, direction: str, mapping: str, only=None) -> list[str]:
     """Each kill point of the command in turn (or those numbered in only), on
     a database of its own: killed there, then break-lock and the same command
@@ -380,14 +393,7 @@ def kill_points(server, migration: str, direction: str, mapping: str, only=None)
                 if point is None:
                     assert run.returncode == 0, run.stderr.read()
                     break
-                assert applied_migrations(conn) != want["applied"], f"{point}: the killed run was recorded"
-                migrate(url, "break-lock")  # the killed run could not remove yoyo's lock row
-                migrate(url, *command(migration, direction), NEXUS_ACCOUNT_MAP=mapping, **ALLOWED)
-                got = outcome(conn)
-                assert invalid_indexes(conn) == 0, point
-                assert got["applied"] == want["applied"], point
-                assert got["catalog"] == want["catalog"], point
-                assert got["rows"] == want["rows"], point
+                run_again_and_compare(url, conn, command(migration, direction), mapping, want, point)
         killed.append(point)
         target += 1
     return killed
@@ -449,12 +455,7 @@ def test_kill_9_before_each_step_then_the_same_command_gives_the_uninterrupted_r
                     break
                 assert result.returncode == -signal.SIGKILL, result.stderr
                 with connect(url) as conn:
-                    assert applied_migrations(conn) != want["applied"], f"killed before step {killed}: recorded"
-                    migrate(url, "break-lock")
-                    migrate(url, *run, NEXUS_ACCOUNT_MAP=mapping, **ALLOWED)
-                    got = outcome(conn)
-                    assert invalid_indexes(conn) == 0, killed
-                assert got == want, f"killed before step {killed}"
+                    run_again_and_compare(url, conn, run, mapping, want, f"killed before step {killed}")
             killed += 1
     # every step of the migration, and in a rollback the data-loss guard that runs first
     [m] = [m for m in MIGRATIONS if m.id == migration]
