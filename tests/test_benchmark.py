@@ -18,7 +18,7 @@ import psycopg2
 import pytest
 
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.benchmark import chain, standby, traffic, walk, writecost
+from nexus_migrate.benchmark import chain, standby, traffic, walfloor, walk, writecost
 from nexus_migrate.benchmark import writer as writer_module
 from nexus_migrate.benchmark.conversations import MEASURED, SCRATCH, builds_alone, measured_indexes
 from nexus_migrate.benchmark.plot import Panel, latency_chart
@@ -346,6 +346,33 @@ def test_the_walk_part_measures_005_three_ways_at_its_wal_budget_and_puts_the_se
     assert "statement" in "\n".join(walk.report(results))
 
 
+def test_the_wal_floor_writes_nothing_but_wal_at_each_rate_beside_the_writer_and_the_standby(bench, server,
+                                                                                             chain_run):
+    home = server.home / "benchmark-standby-wal-floor"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(writer_module, "SETTLE_SECONDS", 0.3)
+        results = walfloor.run(bench, SEED_BLOCK, every=0.01, respond_after=0.1,
+                               standby_choice=standby.local_choice(server, home), rates_mb=[1.0], seconds=2.0,
+                               chain=chain_run[0])
+    assert not home.exists() and not bench.exists(walfloor.SCRATCH)
+    rates = results["rates"]
+    assert set(rates) == {"the writer alone", "1 MB/s", *walfloor.chain_rates(chain_run[0])} and len(rates) == 4
+    assert [r["rate_bytes_per_s"] for r in rates.values()] == sorted(r["rate_bytes_per_s"] for r in rates.values())
+    assert rates["the writer alone"]["emitted_bytes"] == 0 and rates["1 MB/s"]["rate_bytes_per_s"] == 2**20
+    ours = chain_run[0]["ways"]["ours"]["backfills"]
+    upstream_seconds = sum(s["seconds"] for s in chain_run[0]["ways"]["upstream"]["backfills"])
+    needed = rates[f"{chain.TARGETS_BACKFILL_RATIO:g} x upstream's time"]["rate_bytes_per_s"]
+    # at that rate, our backfills' WAL takes exactly the time the target allows
+    assert sum(s["wal"]["wal_bytes"] for s in ours) / needed == pytest.approx(2 * upstream_seconds, rel=0.01)
+    for name, r in rates.items():
+        assert r["writes"]["count"] > 5 and r["writes"]["failed"] == 0 and r["lag_samples"] > 0
+        # the messages are in the WAL, with the writer's own beside them
+        assert r["server"]["wal_bytes"] > r["emitted_bytes"]
+        assert (r["emitted_bytes"] > 0) == (name != "the writer alone")
+    assert results["targets"][0]["met"] is not None  # the chain ran: its rate was measured
+    assert "the writer alone" in "\n".join(walfloor.report(results)) and len(walfloor.panels(results)) == 4
+
+
 def test_a_role_that_may_not_set_max_wal_size_is_told_so_in_one_line(server, make_role, capsys):
     url = urlsplit(server.url())
     handle = Server(url._replace(netloc=f"{make_role()}@{url.hostname}:{url.port}").geturl())
@@ -414,9 +441,21 @@ def test_the_standbys_lag_is_the_time_since_the_primary_passed_its_replay_positi
     (("--no-standby", "--standby-url", "postgresql://h/d", "--database-url", "postgresql://h/d"),
      ("--no-standby", "--standby-url")),
     (("--walk-max-wal-size", "64mb"), ("--walk-max-wal-size", "64MB")),
+    (("--wal-floor-rates", "4,x"), ("--wal-floor-rates", "MB per second")),
+    (("--wal-floor-rates", "0"), ("--wal-floor-rates", "above 0")),
+    (("--wal-floor-seconds", "0"), ("--wal-floor-seconds",)),
+    (("--wal-floor-chain", "/nonexistent/benchmark.json"), ("--wal-floor-chain", "No such file")),
+    (("--wal-floor-chain", str(PROJECT_ROOT / "README.md")), ("--wal-floor-chain", "not a benchmark.json")),
 ])
 def test_bad_arguments_get_one_line(args, words):
     assert_one_line_error(run_script(PROJECT_ROOT, "benchmark", *args), *words, "scripts/benchmark --help")
+
+
+def test_wal_floor_refuses_a_benchmark_json_without_the_chains_backfills(tmp_path):
+    earlier = tmp_path / "benchmark.json"
+    earlier.write_text('{"parts": ["walk"], "walk": {}}')
+    result = run_script(PROJECT_ROOT, "benchmark", "--part", "wal-floor", "--wal-floor-chain", str(earlier))
+    assert_one_line_error(result, "--wal-floor-chain", "no chain part", "scripts/benchmark --help")
 
 
 def test_a_server_that_refuses_gets_one_line_without_its_password():

@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import PROJECT_ROOT
 from ..errors import OperatorError
 from . import __doc__ as DESCRIPTION
-from . import chain, conversations, standby, walk, writecost
+from . import chain, conversations, standby, walk, walfloor, writecost
 from .plot import require_matplotlib
 from .report import latency_chart, target_lines
 from .scratch import Server
@@ -33,6 +33,9 @@ PARTS = {
     "walk": (walk, "005's backfill alone after 003 and 004, no writer, at --walk-max-wal-size: upstream's 005 in "
                    "one transaction, ours, and the backfill's one statement; WAL, full-page images, checkpoints, "
                    "WAL per changed row, time"),
+    "wal-floor": (walfloor, "the writer and the standby while one session writes nothing but WAL at set rates (and, "
+                            "after the chain, at the rates its backfills wrote at and would need for the time "
+                            "target): what the WAL alone costs the proxy's commits on this machine"),
 }
 MIN_REQUESTS = REQUESTS_PER_CONVERSATION * 4
 
@@ -66,15 +69,24 @@ def parse(argv: list[str]) -> argparse.Namespace:
                              f"longest backfill took, at least {chain.FLOOR_SECONDS_MIN:g} s and at most S "
                              f"(default {chain.FLOOR_SECONDS_MAX:g})")
     parser.add_argument("--standby-url", metavar="URL",
-                        help="in the chain, with --database-url: a streaming standby of that server whose replay "
-                             "lag to follow (default: none; on the local database the benchmark makes its own "
+                        help="in the chain and wal-floor, with --database-url: a streaming standby of that server "
+                             "whose replay lag to follow (default: none; on the local database the benchmark makes its own "
                              "standby and removes it at the end)")
     parser.add_argument("--no-standby", action="store_true",
-                        help="in the chain, no standby (not even the local database's own)")
+                        help="in the chain and wal-floor, no standby (not even the local database's own)")
     parser.add_argument("--walk-max-wal-size", default=walk.DEFAULT_MAX_WAL_SIZE, metavar="SIZE",
                         help="in walk, the server's max_wal_size while it runs, set by ALTER SYSTEM and put back "
                              "after (a superuser's right; else the server's own) "
                              f"(default {walk.DEFAULT_MAX_WAL_SIZE})")
+    parser.add_argument("--wal-floor-rates", default=",".join(f"{r:g}" for r in walfloor.DEFAULT_RATES_MB),
+                        metavar="MB,MB",
+                        help="in wal-floor, the WAL rates to write beside the writer, in MB per second, besides 0 "
+                             f"and the chain's (default {','.join(f'{r:g}' for r in walfloor.DEFAULT_RATES_MB)})")
+    parser.add_argument("--wal-floor-seconds", type=float, default=walfloor.DEFAULT_SECONDS, metavar="S",
+                        help=f"in wal-floor, how long each rate runs (default {walfloor.DEFAULT_SECONDS:g})")
+    parser.add_argument("--wal-floor-chain", type=Path, metavar="FILE",
+                        help="in wal-floor without the chain in the same run: the benchmark.json of an earlier run "
+                             "whose chain part gives the two rates its numbers ask for")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmark-results", metavar="DIR",
                         help="where benchmark.json and the charts (benchmark-PART.png) go (default benchmark-results/)")
     parser.add_argument("--database-url", metavar="URL",
@@ -100,8 +112,35 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if not walk.SIZE_SETTING.match(args.walk_max_wal_size):
         parser.error("--walk-max-wal-size must be a size as PostgreSQL writes one: a whole number and kB, MB, GB "
                      "or TB, such as 64MB")
+    try:
+        args.wal_floor_rates = [float(r) for r in args.wal_floor_rates.split(",") if r.strip()]
+    except ValueError:
+        args.wal_floor_rates = None
+    if args.wal_floor_rates is None or any(not 0 < r < 10_000 for r in args.wal_floor_rates):
+        parser.error("--wal-floor-rates must be rates in MB per second, above 0, separated by commas, such as 4,8")
+    if args.wal_floor_seconds <= 0:
+        parser.error("--wal-floor-seconds must be above 0")
+    if args.wal_floor_chain:
+        try:
+            args.wal_floor_chain = _chain_results(args.wal_floor_chain)
+        except OperatorError as exc:
+            parser.error(str(exc))
     args.part = [p for p in PARTS if p in (args.part or PARTS)]
     return args
+
+
+def _chain_results(path: Path) -> dict:
+    """The chain part's numbers in an earlier run's benchmark.json, or one line saying why not."""
+    try:
+        found = json.loads(path.read_text()).get("chain")
+    except OSError as exc:
+        raise OperatorError(f"--wal-floor-chain {path}: {exc.strerror or exc}") from None
+    except (ValueError, AttributeError):
+        raise OperatorError(f"--wal-floor-chain {path}: not a benchmark.json (JSON of scripts/benchmark)") from None
+    if not isinstance(found, dict) or not walfloor.chain_rates(found):
+        raise OperatorError(f"--wal-floor-chain {path}: no chain part with backfills both ways in it "
+                            "(scripts/benchmark --part chain writes one)")
+    return found
 
 
 def run(server: Server, args: argparse.Namespace) -> dict:
@@ -117,14 +156,19 @@ def run(server: Server, args: argparse.Namespace) -> dict:
     if "conversations" in args.part:
         results["conversations"] = conversations.run(server, args.requests, args.insert_every_ms / 1000,
                                                      args.query_runs)
+    choice = (standby.choose(off=args.no_standby, standby_url=args.standby_url, database_url=args.database_url)
+              if {"chain", "wal-floor"} & set(args.part) else None)
     if "chain" in args.part:
-        choice = standby.choose(off=args.no_standby, standby_url=args.standby_url, database_url=args.database_url)
         results["chain"] = chain.run(server, args.requests, args.insert_every_ms / 1000,
                                      args.respond_after_ms / 1000, choice, args.floor_seconds_max)
     if "write-cost" in args.part:
         results["write-cost"] = writecost.run(server, args.requests, args.write_turns, args.write_requests_per_turn)
     if "walk" in args.part:
         results["walk"] = walk.run(server, args.requests, args.walk_max_wal_size)
+    if "wal-floor" in args.part:
+        results["wal-floor"] = walfloor.run(server, args.requests, args.insert_every_ms / 1000,
+                                            args.respond_after_ms / 1000, choice, args.wal_floor_rates,
+                                            args.wal_floor_seconds, results.get("chain", args.wal_floor_chain))
     return results
 
 

@@ -1,0 +1,203 @@
+"""The wal-floor part: what WAL alone costs the proxy's writes on this
+machine and server, whoever writes it. It isolates the part of a
+backfill's cost that no order of batches and no throttle can remove: the
+bytes every standby must receive and every commit must wait behind.
+
+The writer writes as in the chain (an insert every --insert-every-ms
+continuing live conversations, each response a second later) on a copy of
+PRE_003, with the standby, while one session writes nothing but WAL at a
+set rate: every TICK_SECONDS (a batch's target duration) one transaction of
+logical-decoding messages (pg_logical_emit_message, MESSAGE_BYTES each,
+about a full-page image), committed, and so flushed as a batch's commit is.
+It dirties no page of any table, so the checkpoints it brings leave the
+checkpointer nothing to write: whatever the writer's commits wait for here,
+a backfill writing as much WAL in as little time makes them wait for too.
+
+Each rate runs on a copy of its own for --wal-floor-seconds: 0 (the writer
+alone), the rates of --wal-floor-rates, and, when the chain ran in the same
+invocation, the two rates its numbers ask for: the WAL of our backfills over
+their time less the time they held (the rate our batches wrote at), and over
+twice upstream's backfill time (the slowest rate that meets the time
+target). The target reads the writer's p99 at that last rate.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from .chain import STANDBY_LAG, TARGETS_BACKFILL_RATIO, TARGETS_FLOOR_P99_RATIO, account_map
+from .counters import Counters, difference
+from .report import Panel, size, target
+from .scratch import Server, connect
+from .seed import PRE_003, live_conversations, pre_003
+from .standby import MAX_REPLICA_LAG, Standby, attached, max_replica_lag
+from .writer import chart_points, latency_stats, sampling_waits, writing
+
+SCRATCH = "nexus_benchmark_wal_floor"
+DEFAULT_RATES_MB = (4.0, 8.0, 16.0)  # MB/s, besides 0 and the chain's
+DEFAULT_SECONDS = 60.0
+TICK_SECONDS = 0.1
+MESSAGE_BYTES = 8000
+EMIT = ("SELECT count(pg_logical_emit_message(true, 'nexus-benchmark', repeat('x', %s))) "
+        "FROM generate_series(1, %s)")
+MB = 2**20
+
+
+def chain_rates(chain: dict | None) -> dict:
+    """The WAL rates (bytes/s) the chain's numbers ask for, by name; none without its backfills."""
+    try:
+        ours, upstream = chain["ways"]["ours"]["backfills"], chain["ways"]["upstream"]["backfills"]
+        wal = sum(s["wal"]["wal_bytes"] for s in ours)
+        unheld = sum(s["seconds"] - s.get("held_seconds", 0) for s in ours)
+        allowed = TARGETS_BACKFILL_RATIO * sum(s["seconds"] for s in upstream)
+    except (KeyError, TypeError):  # no chain, or one without its backfills' numbers
+        return {}
+    if not wal or unheld <= 0 or not allowed:
+        return {}
+    return {"our batches' own": wal / unheld, f"{TARGETS_BACKFILL_RATIO:g} x upstream's time": wal / allowed}
+
+
+def run(server: Server, requests: int, every: float, respond_after: float, standby_choice, rates_mb: list[float],
+        seconds: float, chain: dict | None = None) -> dict:
+    with account_map():
+        return _run(server, requests, every, respond_after, standby_choice, rates_mb, seconds, chain)
+
+
+def _run(server: Server, requests: int, every: float, respond_after: float, standby_choice, rates_mb: list[float],
+         seconds: float, chain: dict | None) -> dict:
+    if not server.exists(PRE_003):
+        print(f"001 and 002 applied to a copy of the seeded database, {PRE_003} ...", flush=True)
+        pre_003(server)
+    live = live_conversations(server.url_of(PRE_003), requests)
+    rates = {"the writer alone": 0.0, **{f"{r:g} MB/s": r * MB for r in rates_mb}, **chain_rates(chain)}
+    results: dict = {"seconds": seconds, "insert_every_ms": every * 1000, "respond_after_ms": respond_after * 1000,
+                     "message_bytes": MESSAGE_BYTES, "tick_seconds": TICK_SECONDS,
+                     "standby": standby_choice.line if standby_choice else None,
+                     "max_replica_lag_s": max_replica_lag(), "rates": {}}
+    with attached(server, standby_choice) as replica:
+        results["standby_measured"] = replica is not None
+        for name, rate in sorted(rates.items(), key=lambda item: item[1]):
+            print(f"wal-floor: the writer for {seconds:g} s, {_beside(name, rate)} ...", flush=True)
+            results["rates"][name] = measure(server, rate, seconds, every, respond_after, live, replica)
+    results["targets"] = targets(results)
+    return results
+
+
+def measure(server: Server, rate: float, seconds: float, every: float, respond_after: float, live,
+            replica: Standby | None) -> dict:
+    url = server.create(SCRATCH, template=PRE_003)
+    try:
+        if replica:
+            replica.wait_caught_up()
+        counters = Counters(url, server.version)
+        emitted: dict = {"bytes": 0, "late_ticks": 0}
+        stop = threading.Event()
+        try:
+            with writing(url, every, respond_after, live) as writer, sampling_waits(url) as waits:
+                before, start = counters.read(), time.monotonic()
+                emitter = threading.Thread(target=_emit, args=(url, rate, stop, emitted))
+                emitter.start()
+                try:
+                    time.sleep(seconds)
+                finally:
+                    stop.set()
+                    emitter.join()
+                end = time.monotonic()
+                wrote = difference(before, counters.read())
+        finally:
+            counters.close()
+        server.wait_for_no_sessions(SCRATCH)
+    finally:
+        server.drop(SCRATCH)
+    written = writer.written
+    found = {"rate_bytes_per_s": round(rate), "seconds": round(end - start, 3),
+             "emitted_bytes": emitted["bytes"], "late_ticks": emitted["late_ticks"],
+             "server": wrote, "writes": latency_stats(written.inserts + written.updates, start, end),
+             "writer_waits": dict(waits.most_common()),
+             "samples": {"inserts": chart_points(written.inserts, start),
+                         "response updates": chart_points(written.updates, start)}}
+    if replica:
+        found.update(replica.lag_in(start, end))
+        found["standby_lag"] = replica.chart_points(start, end, start)
+    return found
+
+
+def _beside(name: str, rate: float) -> str:
+    """What ran beside the writer, as the report's lines and the chart's panels say it."""
+    if not rate:
+        return "no WAL written beside it"
+    return f"WAL written beside it at {size(rate)}/s" + ("" if name.endswith("MB/s") else f" ({name})")
+
+
+def _emit(url: str, rate: float, stop: threading.Event, emitted: dict) -> None:
+    """rate bytes/s of WAL and nothing else, one committed transaction every TICK_SECONDS."""
+    messages = int(rate * TICK_SECONDS / MESSAGE_BYTES)
+    if not messages:
+        return
+    conn = connect(url, application_name="nexus-benchmark-wal-floor")
+    try:
+        due = time.monotonic()
+        with conn.cursor() as cur:
+            while not stop.is_set():
+                cur.execute(EMIT, (MESSAGE_BYTES, messages))
+                conn.commit()
+                emitted["bytes"] += messages * MESSAGE_BYTES
+                due += TICK_SECONDS
+                wait = due - time.monotonic()
+                if wait > 0:
+                    stop.wait(wait)
+                else:  # the server took longer than a tick to take it: the rate is more than it can write
+                    emitted["late_ticks"] += 1
+                    due = time.monotonic()
+    finally:
+        conn.close()
+
+
+def targets(results: dict) -> list[dict]:
+    floor = results["rates"]["the writer alone"]["writes"]["p99_ms"]
+    needed = f"{TARGETS_BACKFILL_RATIO:g} x upstream's time"
+    at = results["rates"].get(needed)
+    wanted = (f"with nothing but WAL written at the rate that finishes our backfills in {needed} (no table touched), "
+              f"the writer's p99 <= {TARGETS_FLOOR_P99_RATIO:g} x its p99 alone ({floor} ms)")
+    if at is None or floor is None:
+        return [target(wanted, "the chain did not run in this invocation", None)]
+    p99 = at["writes"]["p99_ms"]
+    return [target(wanted, f"p99 {p99} ms, max {at['writes']['max_ms']} ms at {size(at['rate_bytes_per_s'])}/s",
+                   p99 is not None and p99 <= TARGETS_FLOOR_P99_RATIO * floor)]
+
+
+def report(results: dict) -> list[str]:
+    lines = [f"the writer for {results['seconds']:g} s a rate (an insert due every {results['insert_every_ms']:g} ms, "
+             f"its response {results['respond_after_ms']:g} ms later) while one session writes nothing but WAL: "
+             f"a transaction of {results['message_bytes']:,}-byte messages every {results['tick_seconds']:g} s",
+             results.get("standby") or "standby: none", "",
+             f"{'WAL rate':<34} {'asked/s':>9} {'written/s':>10} {'FPI':>7} {'ckpt':>5} {'p50':>7} {'p99':>8} "
+             f"{'max ms':>8} {'failed':>6} {'lag s':>6}"]
+    for name, r in results["rates"].items():
+        w, server = r["writes"], r["server"]
+        checkpoints = server["checkpoints_requested"] + server["checkpoints_timed"]
+        lag = r.get("replay_lag_max_s")
+        lines.append(f"{name:<34} {size(r['rate_bytes_per_s']):>9} {size(server['wal_bytes'] / r['seconds']):>10} "
+                     f"{server['wal_fpi']:>7,} {checkpoints:>5} {_ms(w['p50_ms']):>7} {_ms(w['p99_ms']):>8} "
+                     f"{_ms(w['max_ms']):>8} {w['failed']:>6} {'-' if lag is None else f'{lag:.2f}':>6}"
+                     + (f"  ({r['late_ticks']} ticks late)" if r["late_ticks"] else ""))
+    return lines
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def panels(results: dict) -> list[Panel]:
+    found = []
+    for name, r in results["rates"].items():
+        panel = Panel(f"insert and response update latency and the standby's replay lag, "
+                      f"{_beside(name, r['rate_bytes_per_s'])}")
+        for label, points in r["samples"].items():
+            panel.add(label, points)
+        if r.get("standby_lag"):
+            panel.lines[STANDBY_LAG] = [(t, ms) for t, ms, _ in r["standby_lag"]]
+            panel.bounds.append((results["max_replica_lag_s"] * 1000, MAX_REPLICA_LAG))
+        found.append(panel)
+    return found
