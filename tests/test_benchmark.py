@@ -373,6 +373,15 @@ def test_the_wal_floor_writes_nothing_but_wal_at_each_rate_beside_the_writer_and
     assert "the writer alone" in "\n".join(walfloor.report(results)) and len(walfloor.panels(results)) == 4
 
 
+def test_a_wal_floor_whose_wal_cannot_be_written_stops_in_one_line_and_drops_its_copy(bench, monkeypatch):
+    monkeypatch.setattr(walfloor, "EMIT", "SELECT %s / 0, %s")  # the server refuses the emitter's statement
+    monkeypatch.setattr(writer_module, "SETTLE_SECONDS", 0.3)
+    with pytest.raises(OperatorError, match=r"^wal-floor: writing WAL at 1,024 kB/s failed: division by zero$"):
+        walfloor.run(bench, SEED_BLOCK, every=0.01, respond_after=0.1, standby_choice=None, rates_mb=[1.0],
+                     seconds=1.0)
+    assert not bench.exists(walfloor.SCRATCH)
+
+
 def test_a_role_that_may_not_set_max_wal_size_is_told_so_in_one_line(server, make_role, capsys):
     url = urlsplit(server.url())
     handle = Server(url._replace(netloc=f"{make_role()}@{url.hostname}:{url.port}").geturl())

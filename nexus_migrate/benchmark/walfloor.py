@@ -26,6 +26,9 @@ from __future__ import annotations
 import threading
 import time
 
+import psycopg2
+
+from ..errors import OperatorError
 from .chain import STANDBY_LAG, TARGETS_BACKFILL_RATIO, TARGETS_FLOOR_P99_RATIO, account_map
 from .counters import Counters, difference
 from .report import Panel, size, target
@@ -103,6 +106,8 @@ def measure(server: Server, rate: float, seconds: float, every: float, respond_a
                 finally:
                     stop.set()
                     emitter.join()
+                if "error" in emitted:
+                    raise OperatorError(f"wal-floor: writing WAL at {size(rate)}/s failed: {emitted['error']}")
                 end = time.monotonic()
                 wrote = difference(before, counters.read())
         finally:
@@ -131,17 +136,18 @@ def _beside(name: str, rate: float) -> str:
 
 
 def _emit(url: str, rate: float, stop: threading.Event, emitted: dict) -> None:
-    """rate bytes/s of WAL and nothing else, one committed transaction every TICK_SECONDS."""
+    """rate bytes/s of WAL and nothing else: every TICK_SECONDS one statement,
+    so one transaction (the connection autocommits), flushed as it commits."""
     messages = int(rate * TICK_SECONDS / MESSAGE_BYTES)
     if not messages:
         return
-    conn = connect(url, application_name="nexus-benchmark-wal-floor")
+    conn = None
     try:
+        conn = connect(url, application_name="nexus-benchmark-wal-floor")
         due = time.monotonic()
         with conn.cursor() as cur:
             while not stop.is_set():
                 cur.execute(EMIT, (MESSAGE_BYTES, messages))
-                conn.commit()
                 emitted["bytes"] += messages * MESSAGE_BYTES
                 due += TICK_SECONDS
                 wait = due - time.monotonic()
@@ -150,8 +156,11 @@ def _emit(url: str, rate: float, stop: threading.Event, emitted: dict) -> None:
                 else:  # the server took longer than a tick to take it: the rate is more than it can write
                     emitted["late_ticks"] += 1
                     due = time.monotonic()
+    except psycopg2.Error as exc:  # the measuring thread raises it, in one line
+        emitted["error"] = str(exc).strip().splitlines()[0]
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
 
 
 def targets(results: dict) -> list[dict]:
