@@ -29,7 +29,7 @@ import time
 import psycopg2
 
 from ..errors import OperatorError
-from .chain import STANDBY_LAG, TARGETS_BACKFILL_RATIO, TARGETS_FLOOR_P99_RATIO, account_map
+from .chain import STANDBY_LAG, TARGETS_BACKFILL_RATIO, TARGETS_FLOOR_P99_RATIO
 from .counters import Counters, difference
 from .report import Panel, size, target
 from .scratch import Server, connect
@@ -63,12 +63,6 @@ def chain_rates(chain: dict | None) -> dict:
 
 def run(server: Server, requests: int, every: float, respond_after: float, standby_choice, rates_mb: list[float],
         seconds: float, chain: dict | None = None) -> dict:
-    with account_map():
-        return _run(server, requests, every, respond_after, standby_choice, rates_mb, seconds, chain)
-
-
-def _run(server: Server, requests: int, every: float, respond_after: float, standby_choice, rates_mb: list[float],
-         seconds: float, chain: dict | None) -> dict:
     if not server.exists(PRE_003):
         print(f"001 and 002 applied to a copy of the seeded database, {PRE_003} ...", flush=True)
         pre_003(server)
