@@ -18,11 +18,12 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.database.catalog import applied_migrations
 from nexus_migrate.database.localpg import LocalServer
 from nexus_migrate.proxy.schema import verify
 
-from .conftest import FAST_SETTINGS, as_role, wait_until
+from .conftest import FAST_SETTINGS, as_role, run_script, wait_until
 from .history import BACKFILLED, expected, history, read, store
 from .migrations import ALL
 from .test_backfill import UP_TO_002, add_later_columns, write_map
@@ -203,6 +204,57 @@ def test_an_autovacuum_holding_the_table_is_cancelled_not_waited_out(server):
         assert re.search(rf"«ALTER TABLE api_requests ADD COLUMN .*»: cancelled the autovacuum of api_requests "
                          rf"\(pid {pid}\)", out), out
         assert applied_migrations(conn) == ALL[:2]
+
+
+KEEPER = ("SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.relation = 'api_requests'::regclass "
+          "AND l.mode = 'ShareUpdateExclusiveLock' AND l.granted AND a.application_name LIKE 'nexus-migrate: autovacuum%%'")
+VACUUMS = "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relid = 'api_requests'::regclass"
+
+
+def test_a_backfill_keeps_autovacuum_off_its_table_gives_way_to_a_waiter_and_a_killed_one_leaves_nothing(server):
+    """Autovacuum beside the batches is what kept the proxy's commits
+    waiting, so a session of the backfill's holds the lock a vacuum takes
+    while it runs. Someone who waits for that lock gets it; killed, the
+    backfill's lock goes with its sessions, and autovacuum works again."""
+    own = LocalServer(Path(tempfile.mkdtemp(prefix="nexus-test-autovacuum-")), server.binaries,
+                      {**FAST_SETTINGS, "autovacuum_naptime": "1s"}, tcp=True)
+    own.start()
+    try:
+        url = own.ensure_database("busy")
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        assert start_migrate("apply", "--batch", "-r", ALL[3], DATABASE_URL=url).wait(timeout=300) == 0
+        seed(conn, 5_000)
+        with conn.cursor() as cur:  # every dead row calls an autovacuum
+            cur.execute("ALTER TABLE api_requests SET (autovacuum_vacuum_threshold = 0, "
+                        "autovacuum_vacuum_scale_factor = 0, autovacuum_analyze_threshold = 1000000000)")
+        paced = {"NEXUS_BATCH_ROWS": "1", "NEXUS_BATCH_SECONDS": "0.0001", "NEXUS_BATCH_PAUSE_MS": "50"}
+        backfill = start_migrate("backfill", "003", DATABASE_URL=url, **paced)
+        try:
+            keeper = wait_until(lambda: _one(conn, KEEPER), "a session of the backfill holding the vacuum's lock")
+            before = _one(conn, VACUUMS)
+            with conn.cursor() as cur:
+                cur.execute("UPDATE api_requests SET model = model")  # 5,000 dead rows
+            time.sleep(4)  # four rounds of the autovacuum launcher
+            assert backfill.poll() is None
+            assert _one(conn, VACUUMS) == before
+            with conn.cursor() as cur:  # waits for the lock, and is let in
+                cur.execute("SET lock_timeout = '5s'; ANALYZE api_requests; RESET lock_timeout")
+            wait_until(lambda: _one(conn, KEEPER), "the lock taken again once the ANALYZE is done")
+            os.killpg(backfill.pid, signal.SIGKILL)
+            backfill.wait(timeout=30)
+            wait_until(lambda: not _one(conn, KEEPER), "the killed backfill's lock gone", deadline=30)
+            wait_until(lambda: _one(conn, VACUUMS) > before, "autovacuum at work again", deadline=60)
+            assert _one(conn, f"SELECT count(*) FROM pg_stat_activity WHERE pid = {keeper}") == 0
+        finally:
+            if backfill.poll() is None:
+                os.killpg(backfill.pid, signal.SIGKILL)
+        again = run_script(PROJECT_ROOT, "migrate", "backfill", "003", DATABASE_URL=url)
+        assert again.returncode == 0, again.stderr
+        assert not _one(conn, KEEPER)
+        conn.close()
+    finally:
+        own.remove()
 
 
 # What the role that migrates may do to another role's session: see it in

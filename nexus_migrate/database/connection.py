@@ -198,3 +198,11 @@ def connect(url: str):
         with conn.cursor() as cur:
             cur.execute(f"SET search_path TO {schema}")  # as yoyo does
     return conn
+
+
+def session_parameters(conn) -> dict:
+    """What psycopg2.connect needs to open another session like conn (its
+    server, database and role), read while conn is idle: for a watcher beside
+    it while it is busy."""
+    params = {**conn.get_dsn_parameters(), "password": conn.info.password}
+    return {key: value for key, value in params.items() if value}

@@ -83,6 +83,7 @@ class Rule:
     update: str
     keep: str | None = None
     walk: str = "api_requests"  # the table the batches walk (alias t in find)
+    changes: str = "api_requests"  # the table update writes: autovacuum is kept off it meanwhile (autovacuum.py)
     groups: bool = False  # rows change together: wait for their locks instead of skipping them
     # None: the batches walk the table's pages in physical order. A column: they
     # walk its values in the order of its index (where it is NOT NULL), visiting

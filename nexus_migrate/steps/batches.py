@@ -30,6 +30,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from .autovacuum import AutovacuumKeptOff
 from .lock_retries import LockNotGranted, in_transactions_with_lock_retries
 from .settings import backoff_seconds, lock_attempts, positive_setting, progress_seconds
 from .throttle import Throttle
@@ -296,7 +297,8 @@ def run(conn, name: str, rule, params: dict) -> tuple[float, int]:
     throttle = Throttle(conn, name)
     progress = Progress(name, _estimate(conn, rule), throttle)
     try:
-        _run(conn, name, rule, params, progress, throttle)
+        with AutovacuumKeptOff(conn, rule.changes):
+            _run(conn, name, rule, params, progress, throttle)
     finally:
         if not conn.closed:
             throttle.close()

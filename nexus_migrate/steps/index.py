@@ -13,6 +13,7 @@ import psycopg2
 from yoyo import read_migrations
 
 from .. import MIGRATIONS_DIR
+from ..database.connection import session_parameters
 from ..errors import OperatorError
 from ..proxy.schema import equivalent_index, index_definition, index_state
 from .settings import progress_seconds
@@ -101,7 +102,7 @@ class _Progress:
 
     def __init__(self, conn, name: str):
         self.name, self.pid = name, conn.get_backend_pid()
-        self.params = {**conn.get_dsn_parameters(), "password": conn.info.password}
+        self.params = session_parameters(conn)
         self.interval = progress_seconds()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._report, daemon=True)
@@ -120,7 +121,7 @@ class _Progress:
         try:
             while not self.done.wait(self.interval):
                 if watcher is None:
-                    watcher = psycopg2.connect(**{k: v for k, v in self.params.items() if v})
+                    watcher = psycopg2.connect(**self.params)
                     watcher.autocommit = True
                 with watcher.cursor() as cur:
                     cur.execute(self.QUERY, (self.pid,))
