@@ -158,12 +158,10 @@ def test_a_long_index_build_reports_its_phase_while_it_runs(yoyo, db, database_u
 
 
 @contextmanager
-def autovacuum_holding_api_requests(server, owner: str = "postgres"):
+def autovacuum_every_second(server):
     """A server of its own, where autovacuum comes round every second, not
-    every minute, with 000 applied by owner (who owns the tables) and an
-    autovacuum of api_requests that sleeps 100 ms a page: it would hold the
-    table for minutes. Yields (owner's url, a superuser's connection, the
-    autovacuum's pid)."""
+    every minute. Yields (a superuser's url of database busy, an autocommit
+    connection to it)."""
     own = LocalServer(Path(tempfile.mkdtemp(prefix="nexus-test-autovacuum-")), server.binaries,
                       {**FAST_SETTINGS, "autovacuum_naptime": "1s"}, tcp=True)
     own.start()
@@ -171,6 +169,19 @@ def autovacuum_holding_api_requests(server, owner: str = "postgres"):
         superuser_url = own.ensure_database("busy")
         conn = psycopg2.connect(superuser_url)
         conn.autocommit = True
+        yield superuser_url, conn
+        conn.close()
+    finally:
+        own.remove()
+
+
+@contextmanager
+def autovacuum_holding_api_requests(server, owner: str = "postgres"):
+    """autovacuum_every_second, with 000 applied by owner (who owns the
+    tables) and an autovacuum of api_requests that sleeps 100 ms a page: it
+    would hold the table for minutes. Yields (owner's url, a superuser's
+    connection, the autovacuum's pid)."""
+    with autovacuum_every_second(server) as (superuser_url, conn):
         url = superuser_url
         if owner != "postgres":
             with conn.cursor() as cur:
@@ -186,9 +197,6 @@ def autovacuum_holding_api_requests(server, owner: str = "postgres"):
         wait_until(lambda: _one(conn, AUTOVACUUM_OF_API_REQUESTS), "an autovacuum of api_requests running for a while",
                    deadline=60)
         yield url, conn, _one(conn, AUTOVACUUM_OF_API_REQUESTS)
-        conn.close()
-    finally:
-        own.remove()
 
 
 def test_an_autovacuum_holding_the_table_is_cancelled_not_waited_out(server):
@@ -216,13 +224,7 @@ def test_a_backfill_keeps_autovacuum_off_its_table_gives_way_to_a_waiter_and_a_k
     waiting, so a session of the backfill's holds the lock a vacuum takes
     while it runs. Someone who waits for that lock gets it; killed, the
     backfill's lock goes with its sessions, and autovacuum works again."""
-    own = LocalServer(Path(tempfile.mkdtemp(prefix="nexus-test-autovacuum-")), server.binaries,
-                      {**FAST_SETTINGS, "autovacuum_naptime": "1s"}, tcp=True)
-    own.start()
-    try:
-        url = own.ensure_database("busy")
-        conn = psycopg2.connect(url)
-        conn.autocommit = True
+    with autovacuum_every_second(server) as (url, conn):
         assert start_migrate("apply", "--batch", "-r", ALL[3], DATABASE_URL=url).wait(timeout=300) == 0
         seed(conn, 5_000)
         with conn.cursor() as cur:  # every dead row calls an autovacuum
@@ -252,9 +254,6 @@ def test_a_backfill_keeps_autovacuum_off_its_table_gives_way_to_a_waiter_and_a_k
         again = run_script(PROJECT_ROOT, "migrate", "backfill", "003", DATABASE_URL=url)
         assert again.returncode == 0, again.stderr
         assert not _one(conn, KEEPER)
-        conn.close()
-    finally:
-        own.remove()
 
 
 # What the role that migrates may do to another role's session: see it in
