@@ -256,6 +256,58 @@ def test_a_backfill_keeps_autovacuum_off_its_table_gives_way_to_a_waiter_and_a_k
         assert not _one(conn, KEEPER)
 
 
+ANALYZES = "SELECT analyze_count FROM pg_stat_user_tables WHERE relid = 'api_requests'::regclass"
+
+
+def test_a_backfill_that_changed_rows_analyzes_its_table_and_one_kept_from_it_leaves_that_to_autovacuum(
+        yoyo, db, database_url):
+    """Autovacuum's ANALYZE is kept off the table with it, so a backfill
+    that changed rows analyzes the table itself: the next backfill's batches
+    are planned on what the table now holds. One that changed none does not.
+    One whose table another session keeps the lock on leaves it to
+    autovacuum, and succeeds."""
+    yoyo("apply", "-r", UP_TO_002)
+    add_later_columns(db)
+    store(db, history())
+    before = _one(db, ANALYZES)
+    first = run_script(PROJECT_ROOT, "migrate", "apply", "--batch", "-r", ALL[3], DATABASE_URL=database_url)
+    assert first.returncode == 0, first.stderr
+    analyzed = re.findall(r"^003 [^:]+: analyzed public\.api_requests in [\d.]+ s$", first.stdout, re.M)
+    assert any(line.startswith("003 sub-task links") for line in analyzed), first.stdout
+    counted = before + len(analyzed)  # one ANALYZE a line
+    wait_until(lambda: _fresh(db, ANALYZES) >= counted, "the analyzes counted", deadline=10)
+    assert _fresh(db, ANALYZES) == counted
+    with db.cursor() as cur:
+        cur.execute("SELECT attname FROM pg_stats WHERE tablename = 'api_requests' AND attname = 'parent_task_request_id'")
+        assert cur.fetchone(), "statistics of the column 003 added and filled"
+    again = run_script(PROJECT_ROOT, "migrate", "backfill", "003", DATABASE_URL=database_url)
+    assert again.returncode == 0 and "analyzed" not in again.stdout, again.stdout + again.stderr
+    with db.cursor() as cur:  # links for the backfill to give again
+        cur.execute("UPDATE api_requests SET parent_task_request_id = NULL WHERE parent_task_request_id IS NOT NULL")
+    holder = psycopg2.connect(database_url)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE api_requests IN SHARE UPDATE EXCLUSIVE MODE")  # as a long VACUUM would
+        kept = run_script(PROJECT_ROOT, "migrate", "backfill", "003", DATABASE_URL=database_url)
+    finally:
+        holder.close()
+    assert kept.returncode == 0, kept.stderr
+    assert ("003 sub-task links: left public.api_requests to autovacuum's ANALYZE: another session holds the "
+            "lock it takes") in kept.stdout, kept.stdout
+    assert re.search(r"^003 sub-task links: done, [1-9][\d,]* rows changed", kept.stdout, re.M), kept.stdout
+    assert _one(db, LINKED) > 0
+    assert _fresh(db, ANALYZES) == counted
+
+
+def _fresh(db, query: str):
+    with db.cursor() as cur:
+        cur.execute("SELECT pg_stat_clear_snapshot()")
+    return _one(db, query)
+
+
+LINKED = "SELECT count(*) FROM api_requests WHERE parent_task_request_id IS NOT NULL"
+
+
 # What the role that migrates may do to another role's session: see it in
 # pg_stat_activity (pg_read_all_stats), and on 18 cancel an autovacuum.
 GRANTS = {"none": (), "see": ("pg_read_all_stats",),

@@ -30,7 +30,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from .autovacuum import AutovacuumKeptOff
+from .autovacuum import AutovacuumKeptOff, analyze_changed
 from .lock_retries import LockNotGranted, in_transactions_with_lock_retries
 from .settings import backoff_seconds, lock_attempts, positive_setting, progress_seconds
 from .throttle import Throttle
@@ -299,6 +299,11 @@ def run(conn, name: str, rule, params: dict) -> tuple[float, int]:
     try:
         with AutovacuumKeptOff(conn, rule.changes):
             _run(conn, name, rule, params, progress, throttle)
+            if progress.changed:
+                throttle.show("analyzing")
+                started = time.monotonic()
+                what = analyze_changed(conn, rule.changes)
+                print(f"{name}: {what} in {time.monotonic() - started:.2f} s", flush=True)
     finally:
         if not conn.closed:
             throttle.close()
