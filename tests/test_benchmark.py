@@ -105,6 +105,20 @@ def test_a_step_that_cannot_say_how_upstream_ran_it_is_refused_in_one_line():
                for s in migration_steps(m))
 
 
+def test_a_new_seeded_history_replaces_every_copy_of_the_last(bench):
+    """Parts reuse PRE_003 where it exists, so one of another size must not
+    outlive the history it was copied from."""
+    bench.create("nexus_benchmark_test_left", template=PRE_003)
+    assert bench.exists("nexus_benchmark_test_left") and bench.exists(PRE_003)
+    assert not bench.exists("nexus_benchmark_test_never_made")
+    try:
+        seed(bench, SEED_BLOCK)
+        assert bench.exists(SEEDED)
+        assert not bench.exists("nexus_benchmark_test_left") and not bench.exists(PRE_003)
+    finally:
+        pre_003(bench)  # for the module's other tests
+
+
 def test_seeded_traffic_has_interleaved_conversations_with_branches(bench):
     url = bench.url_of(SEEDED)
     # 450 conversations from slot to slot, 75 sub-agents' beside a short one in

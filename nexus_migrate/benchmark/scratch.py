@@ -37,7 +37,7 @@ class Server:
             return cur.fetchall() if cur.description else None
 
     def exists(self, name: str) -> bool:
-        return bool(self.execute("SELECT FROM pg_database WHERE datname = %s", (name,)))
+        return bool(self.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)))
 
     def create(self, name: str, template: str | None = None) -> str:
         """A new database name (replacing one of that name), empty or a copy of template."""
@@ -59,6 +59,13 @@ class Server:
 
     def drop(self, name: str) -> None:
         self.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def drop_scratch(self) -> None:
+        """Every scratch database on the server, whichever run made it (never
+        the one connected to)."""
+        for (name,) in self.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s) "
+                                    "AND datname <> current_database()", (PREFIX,)):
+            self.drop(name)
 
     def drop_created(self) -> None:
         for name in reversed(self.created):

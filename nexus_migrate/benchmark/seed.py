@@ -185,7 +185,10 @@ def is_plain_conversation(c: int) -> bool:
 
 def seed(server: Server, requests: int) -> str:
     """SEEDED: 000 applied by yoyo, 001's columns added by its own ddl steps
-    (not its indexes), then `requests` rows of proxy traffic."""
+    (not its indexes), then `requests` rows of proxy traffic. The copies made
+    of an earlier seeded history (PRE_003 and those made from it) go first, so
+    that no part reuses one of another size."""
+    server.drop_scratch()
     url = server.create(SEEDED)
     apply_ours(url, BASE)
     conn = connect(url)
