@@ -209,7 +209,7 @@ class Gate:
 
 
 def which_step(steps, direction: str, query: str) -> tuple[int, int | str] | None:
-    """(step index, statement index or 'batch') of the statement the run sent;
+    """(step index, statement index, 'batch' or 'analyze') of the statement the run sent;
     None for yoyo's own bookkeeping (its lock and log tables), which the
     catalog gate holds too."""
     said = " ".join(query.split())
@@ -217,7 +217,7 @@ def which_step(steps, direction: str, query: str) -> tuple[int, int | str] | Non
         return None
     for i, step in enumerate(steps):
         if isinstance(step, Backfill) and said.startswith(f"-- {step.name}"):
-            return i, "batch"
+            return i, "analyze" if "ANALYZE" in said else "batch"
         for k, statement in enumerate(step.statements(direction)):
             if said.startswith(" ".join(statement.sql.split())[:60]):
                 return i, k
@@ -259,6 +259,8 @@ def step_through(url: str, run, steps, direction: str, target: int, look):
             if statement == "batch":
                 batches[step] = batches.get(step, 0) + 1
                 labels = [f"{step} batch {batches[step]}"] if batches[step] in BACKFILL_BATCHES_KILLED else []
+            elif statement == "analyze":
+                labels = [f"{step} analyze"]
             elif said.startswith(INDEX_STATEMENTS):
                 labels = [f"{step} start", f"{step} middle"]
             else:

@@ -118,9 +118,10 @@ class AutovacuumKeptOff:
                 session.close()  # the lock goes with the session
 
 
-def analyze_changed(conn, table: str) -> str:
+def analyze_changed(conn, table: str, name: str) -> str:
     """ANALYZE of table by conn, an autocommit session (while
-    AutovacuumKeptOff holds the table, it gives way to it). Returns what
+    AutovacuumKeptOff holds the table, it gives way to it), labelled with the
+    backfill's name as its batches are, for pg_stat_activity. Returns what
     happened, in a few words."""
     with conn.cursor() as cur:
         cur.execute(QUALIFIED, (table,))
@@ -129,7 +130,8 @@ def analyze_changed(conn, table: str) -> str:
             return "no table to analyze"
         cur.execute("SELECT set_config('lock_timeout', %s, false)", (ANALYZE_LOCK_TIMEOUT,))
         try:
-            cur.execute(sql.SQL("ANALYZE {}").format(sql.SQL(row[0])))  # quoted by the server (QUALIFIED)
+            cur.execute(sql.SQL("-- {}: statistics for the rows it changed\nANALYZE {}")
+                        .format(sql.SQL(name.replace("\n", " ")), sql.SQL(row[0])))  # quoted by the server (QUALIFIED)
             return f"analyzed {row[0]}"
         except psycopg2.errors.LockNotAvailable:
             return f"left {row[0]} to autovacuum's ANALYZE: another session holds the lock it takes"

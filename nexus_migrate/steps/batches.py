@@ -302,7 +302,7 @@ def run(conn, name: str, rule, params: dict) -> tuple[float, int]:
             if progress.changed:
                 throttle.show("analyzing")
                 started = time.monotonic()
-                what = analyze_changed(conn, rule.changes)
+                what = analyze_changed(conn, rule.changes, name)
                 print(f"{name}: {what} in {time.monotonic() - started:.2f} s", flush=True)
     finally:
         if not conn.closed:
