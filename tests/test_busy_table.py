@@ -256,6 +256,38 @@ def test_a_backfill_keeps_autovacuum_off_its_table_gives_way_to_a_waiter_and_a_k
         assert not _one(conn, KEEPER)
 
 
+def test_an_autovacuum_already_on_the_table_when_a_backfill_starts_is_cancelled_by_the_server(server):
+    """An autovacuum begun between two steps, on the dead rows the last
+    backfill left, would run beside the whole of the next backfill. Its
+    guard asks for the vacuum's lock and waits past deadlock_timeout, so the
+    server cancels the autovacuum, for any role: here the tables' owner, who
+    may not cancel an autovacuum itself (before 18, only a superuser may)."""
+    with autovacuum_every_second(server) as (superuser_url, conn):
+        with conn.cursor() as cur:
+            cur.execute("CREATE ROLE app LOGIN")
+            cur.execute("ALTER DATABASE busy OWNER TO app")
+        url = as_role(superuser_url, "app")
+        assert start_migrate("apply", "--batch", "-r", ALL[3], DATABASE_URL=url).wait(timeout=300) == 0
+        seed(conn, 5_000)
+        with conn.cursor() as cur:  # an autovacuum that would hold the table for minutes
+            cur.execute("""ALTER TABLE api_requests SET (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0,
+                                                          autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1)""")
+            cur.execute("UPDATE api_requests SET model = model")
+        autovacuum = wait_until(lambda: _one(conn, AUTOVACUUM_OF_API_REQUESTS), "an autovacuum of api_requests",
+                                deadline=60)
+        paced = {"NEXUS_BATCH_ROWS": "1", "NEXUS_BATCH_SECONDS": "0.0001", "NEXUS_BATCH_PAUSE_MS": "50"}
+        backfill = start_migrate("backfill", "003", DATABASE_URL=url, **paced)
+        try:
+            wait_until(lambda: _one(conn, KEEPER), "the backfill's guard holding the vacuum's lock", deadline=30)
+            assert _one(conn, AUTOVACUUM_OF_API_REQUESTS) is None
+            assert backfill.poll() is None
+            assert _one(conn, f"SELECT count(*) FROM pg_stat_activity WHERE pid = {autovacuum} "
+                              "AND query LIKE '%api_requests%'") == 0
+        finally:
+            os.killpg(backfill.pid, signal.SIGKILL)
+            backfill.wait(timeout=30)
+
+
 ANALYZES = "SELECT analyze_count FROM pg_stat_user_tables WHERE relid = 'api_requests'::regclass"
 
 

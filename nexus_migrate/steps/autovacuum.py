@@ -17,9 +17,18 @@ has no transaction id and no snapshot, so it holds back no vacuum of anything
 else. It gives way to anyone who waits for it (an autovacuum against
 wraparound, an operator's ANALYZE, VACUUM or index build): every CHECK_SECONDS
 it looks for a session its lock blocks, and if there is one it lets go, to
-take the lock again, without waiting, once the table is free. It ends with
-the backfill, or with the process: the server ends a killed apply's sessions
-and their locks with it.
+take the lock again once the table is free. It ends with the backfill, or
+with the process: the server ends a killed apply's sessions and their locks
+with it.
+
+An autovacuum may already hold the table when the guard asks: one begun
+between two steps, on the dead rows the last backfill left, would otherwise
+run beside the whole of the next. So the guard waits for the lock a little
+longer than deadlock_timeout: the server cancels an autovacuum (other than
+one against wraparound) that keeps a lock request waiting that long, for any
+role. The proxy's reads and writes never queue behind that request (their
+locks do not conflict with it); an operator's VACUUM, ANALYZE or index build
+would, for at most that wait.
 
 Autovacuum's ANALYZE is kept off with it, and the planner needs one after a
 backfill: the statistics still describe the columns as they were before it
@@ -59,6 +68,13 @@ SOMEONE_WAITS = """
                     WHERE locktype = 'relation' AND relation = %s::regclass AND NOT granted
                       AND pg_backend_pid() = ANY (pg_blocking_pids(pid)))"""
 
+# How long the guard's request waits: past deadlock_timeout, so that an
+# autovacuum in its way is cancelled by the server.
+GUARD_LOCK_TIMEOUT = """
+    SELECT set_config('lock_timeout',
+                      (extract(epoch FROM current_setting('deadlock_timeout')::interval) * 1000 + 1000)::int::text,
+                      false)"""
+
 # How long the backfill's ANALYZE waits for the table: for this guard to let
 # go (CHECK_SECONDS) and an autovacuum in its way to be cancelled (the server
 # does that after deadlock_timeout, 1 s by default); not for a vacuum,
@@ -76,6 +92,7 @@ class AutovacuumKeptOff:
         self.table = row[0] if row else None
         self.params = session_parameters(conn)
         self.done = threading.Event()
+        self.session = None
         self.thread = threading.Thread(target=self._keep, daemon=True)
 
     def __enter__(self):
@@ -85,6 +102,11 @@ class AutovacuumKeptOff:
 
     def __exit__(self, *exc) -> None:
         self.done.set()
+        try:  # a request still waiting for the lock need wait no longer
+            if self.session is not None:
+                self.session.cancel()
+        except psycopg2.Error:
+            pass  # already closed
         if self.thread.is_alive():
             self.thread.join()
 
@@ -92,8 +114,13 @@ class AutovacuumKeptOff:
         session = None
         try:
             name = f"nexus-migrate: autovacuum kept off {self.table}".encode()[:APPLICATION_NAME_BYTES]
-            session = psycopg2.connect(**{**self.params, "application_name": name.decode(errors="ignore")})
-            lock = sql.SQL("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE NOWAIT").format(
+            session = self.session = psycopg2.connect(**{**self.params,
+                                                         "application_name": name.decode(errors="ignore")})
+            session.autocommit = True
+            with session.cursor() as cur:
+                cur.execute(GUARD_LOCK_TIMEOUT)
+            session.autocommit = False
+            lock = sql.SQL("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE").format(
                 sql.SQL(self.table))  # quoted by the server (QUALIFIED)
             held = False
             while not self.done.is_set():
@@ -103,7 +130,7 @@ class AutovacuumKeptOff:
                             cur.execute(lock)
                             held = True
                         except psycopg2.errors.LockNotAvailable:
-                            session.rollback()  # an autovacuum (or another) has it: try again later
+                            session.rollback()  # an operator's vacuum, say, still has it: try again later
                     else:
                         cur.execute(SOMEONE_WAITS, (self.table,))
                         if cur.fetchone()[0]:
