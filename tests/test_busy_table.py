@@ -176,11 +176,12 @@ def autovacuum_every_second(server):
 
 
 @contextmanager
-def autovacuum_holding_api_requests(server, owner: str = "postgres"):
-    """autovacuum_every_second, with 000 applied by owner (who owns the
-    tables) and an autovacuum of api_requests that sleeps 100 ms a page: it
-    would hold the table for minutes. Yields (owner's url, a superuser's
-    connection, the autovacuum's pid)."""
+def autovacuum_holding_api_requests(server, owner: str = "postgres", applied: str = ALL[0]):
+    """autovacuum_every_second, with the migrations up to applied applied by
+    owner (who owns the tables), 5,000 requests, and an autovacuum of
+    api_requests that sleeps 100 ms a page: it would hold the table for
+    minutes. Yields (owner's url, a superuser's connection, the autovacuum's
+    pid)."""
     with autovacuum_every_second(server) as (superuser_url, conn):
         url = superuser_url
         if owner != "postgres":
@@ -188,7 +189,7 @@ def autovacuum_holding_api_requests(server, owner: str = "postgres"):
                 cur.execute(f"CREATE ROLE {owner} LOGIN")
                 cur.execute(f"ALTER DATABASE busy OWNER TO {owner}")
             url = as_role(superuser_url, owner)
-        assert start_migrate("apply", "--batch", "-r", ALL[0], DATABASE_URL=url).wait(timeout=300) == 0
+        assert start_migrate("apply", "--batch", "-r", applied, DATABASE_URL=url).wait(timeout=300) == 0
         seed(conn, 5_000)
         with conn.cursor() as cur:
             cur.execute("""ALTER TABLE api_requests SET (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0,
@@ -262,19 +263,7 @@ def test_an_autovacuum_already_on_the_table_when_a_backfill_starts_is_cancelled_
     guard asks for the vacuum's lock and waits past deadlock_timeout, so the
     server cancels the autovacuum, for any role: here the tables' owner, who
     may not cancel an autovacuum itself (before 18, only a superuser may)."""
-    with autovacuum_every_second(server) as (superuser_url, conn):
-        with conn.cursor() as cur:
-            cur.execute("CREATE ROLE app LOGIN")
-            cur.execute("ALTER DATABASE busy OWNER TO app")
-        url = as_role(superuser_url, "app")
-        assert start_migrate("apply", "--batch", "-r", ALL[3], DATABASE_URL=url).wait(timeout=300) == 0
-        seed(conn, 5_000)
-        with conn.cursor() as cur:  # an autovacuum that would hold the table for minutes
-            cur.execute("""ALTER TABLE api_requests SET (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0,
-                                                          autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1)""")
-            cur.execute("UPDATE api_requests SET model = model")
-        autovacuum = wait_until(lambda: _one(conn, AUTOVACUUM_OF_API_REQUESTS), "an autovacuum of api_requests",
-                                deadline=60)
+    with autovacuum_holding_api_requests(server, owner="app", applied=ALL[3]) as (url, conn, autovacuum):
         paced = {"NEXUS_BATCH_ROWS": "1", "NEXUS_BATCH_SECONDS": "0.0001", "NEXUS_BATCH_PAUSE_MS": "50"}
         backfill = start_migrate("backfill", "003", DATABASE_URL=url, **paced)
         try:

@@ -39,7 +39,9 @@ import pytest
 from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.database.catalog import applied_migrations, snapshot
 from nexus_migrate.steps import Backfill, Check, Widening
+from nexus_migrate.steps.autovacuum import ANALYZE
 from nexus_migrate.steps.sql_tree import dropped_index
+from nexus_migrate.steps.statement import labelled
 
 from .conftest import run_script, wait_until
 from .history import history, store
@@ -217,7 +219,7 @@ def which_step(steps, direction: str, query: str) -> tuple[int, int | str] | Non
         return None
     for i, step in enumerate(steps):
         if isinstance(step, Backfill) and said.startswith(f"-- {step.name}"):
-            return i, "analyze" if "ANALYZE" in said else "batch"
+            return i, "analyze" if said.startswith(" ".join(labelled(step.name, ANALYZE, "").split())) else "batch"
         for k, statement in enumerate(step.statements(direction)):
             if said.startswith(" ".join(statement.sql.split())[:60]):
                 return i, k

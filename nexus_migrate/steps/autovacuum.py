@@ -52,6 +52,7 @@ import psycopg2
 from psycopg2 import sql
 
 from ..database.connection import session_parameters
+from .statement import labelled
 
 CHECK_SECONDS = 0.1
 APPLICATION_NAME_BYTES = 63  # what PostgreSQL keeps
@@ -74,6 +75,9 @@ GUARD_LOCK_TIMEOUT = """
     SELECT set_config('lock_timeout',
                       (extract(epoch FROM current_setting('deadlock_timeout')::interval) * 1000 + 1000)::int::text,
                       false)"""
+
+# What a backfill's ANALYZE says it is (statement.labelled).
+ANALYZE = "statistics for the rows it changed"
 
 # How long the backfill's ANALYZE waits for the table: for this guard to let
 # go (CHECK_SECONDS) and an autovacuum in its way to be cancelled (the server
@@ -157,8 +161,7 @@ def analyze_changed(conn, table: str, name: str) -> str:
             return "no table to analyze"
         cur.execute("SELECT set_config('lock_timeout', %s, false)", (ANALYZE_LOCK_TIMEOUT,))
         try:
-            cur.execute(sql.SQL("-- {}: statistics for the rows it changed\nANALYZE {}")
-                        .format(sql.SQL(name.replace("\n", " ")), sql.SQL(row[0])))  # quoted by the server (QUALIFIED)
+            cur.execute(labelled(name, ANALYZE, f"ANALYZE {row[0]}"))  # quoted by the server (QUALIFIED)
             return f"analyzed {row[0]}"
         except psycopg2.errors.LockNotAvailable:
             return f"left {row[0]} to autovacuum's ANALYZE: another session holds the lock it takes"

@@ -49,7 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .batches import run
-from .statement import Statement
+from .statement import Statement, labelled
 
 PARAMETER = re.compile(r"%\((\w+)\)s")
 RETURNING = re.compile(r"\bRETURNING\b", re.I)
@@ -166,8 +166,8 @@ class Backfill:
         """One batch over the whole walk: run by psql, it gives the result of
         the whole backfill (in one transaction)."""
         rule = self._rule(direction)
-        return [Statement(f"-- {self.name}: one batch, over the whole table\n" + rule.statement(self.params()), True)] \
-            if rule else []
+        return [Statement(labelled(self.name, "one batch, over the whole table", rule.statement(self.params())),
+                          True)] if rule else []
 
     def blocking_statements(self) -> list[str]:
         """The rule as the original scripts ran it: one UPDATE over the whole table."""

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from .autovacuum import AutovacuumKeptOff, analyze_changed
 from .lock_retries import LockNotGranted, in_transactions_with_lock_retries
 from .settings import backoff_seconds, lock_attempts, positive_setting, progress_seconds
+from .statement import labelled
 from .throttle import Throttle
 
 # A batch reads one range of the walk and looks the rows it needs up by key: a
@@ -52,6 +53,9 @@ NESTED_LOOPS_ONLY = "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin =
 # they go, in runs this long, so the disk's queue stays short. Measured in
 # docs/design.md ("Writing out as it goes").
 FLUSH_AS_WRITTEN = "SET LOCAL backend_flush_after = '256kB'"
+
+# What a batch says it is (statement.labelled).
+BATCH = "a batch"
 
 FIRST_KEY = uuid.UUID(int=0)
 LAST_KEY = uuid.UUID(int=2 ** 128 - 1)
@@ -170,7 +174,7 @@ def _batch(conn, name: str, rule, params: dict, walk, first, size: int | None, b
         found_bounds = bounds or walk.bounds(cur, first, size)
         if found_bounds is None:
             return None, None
-        cur.execute(f"-- {name}: a batch\n" + rule.statement(params, walk.predicate(found_bounds)))
+        cur.execute(labelled(name, BATCH, rule.statement(params, walk.predicate(found_bounds))))
         return found_bounds, _Counts(*cur.fetchone())
 
     # (No wait for long holders: a batch takes only row locks and ROW

@@ -18,5 +18,11 @@ class Statement:
     in_transaction: bool
 
 
+def labelled(backfill: str, what: str, sql: str) -> str:
+    """sql as a backfill sends it: a comment naming the backfill and what the
+    statement is, which pg_stat_activity shows with it."""
+    return f"-- {' '.join(backfill.split())}: {what}\n{sql}"
+
+
 def statements_of(sqls, in_transaction: bool) -> list[Statement]:
     return [Statement(sql, in_transaction) for sql in sqls if sql]
