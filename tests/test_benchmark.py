@@ -238,6 +238,14 @@ def test_the_chain_runs_each_migration_both_ways_with_inserts_and_responses_meas
     assert floor["inserts"]["count"] > 10 and floor["updates"]["count"] > 5 and floor["inserts"]["failed"] == 0
     assert floor["writes"]["count"] == floor["inserts"]["count"] + floor["updates"]["count"]
     assert floor["server"]["wal_bytes"] > 0 and floor["lag_samples"] > 0  # its WAL, and the standby meanwhile
+    # and again on a fresh copy of the history before 003, as long, its copy
+    # dropped: the floor the write target reads
+    fresh = results["writer_alone_fresh"]
+    assert fresh["seconds"] == floor["seconds"] and not bench.exists(chain.FLOOR_COPY)
+    assert fresh["inserts"]["count"] > 10 and fresh["inserts"]["failed"] == 0 and fresh["lag_samples"] > 0
+    if results["ways"]["ours"]["backfills"]:
+        writes_target = results["targets"][0]
+        assert f"the writer alone on a fresh copy's p99 ({fresh['writes']['p99_ms']:g} ms" in writes_target["target"]
     for way in ("upstream", "ours"):
         runs = results["ways"][way]["migrations"]
         assert list(runs) == results["migrations"]
@@ -291,6 +299,7 @@ def test_the_chain_reports_each_backfills_wal_checkpoints_and_the_standbys_lag(b
     assert lag_target["met"] is not None
     report = "\n".join(chain.report(results))
     assert "full-page images" in report and "the writer alone after our chain" in report
+    assert "the writer alone on a fresh copy" in report and "no migration, on a fresh copy" in report
 
 
 

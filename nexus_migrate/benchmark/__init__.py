@@ -13,9 +13,10 @@ schema. In parts:
   database the benchmark makes one; elsewhere --standby-url); for each
   backfill step its time, the rows it updated and whether any row was
   updated twice, the WAL it wrote, its full-page images, the checkpoints
-  meanwhile and the standby's replay lag; the writer alone after our chain,
-  as long as our longest backfill took; the table's size and dead rows
-  before and after.
+  meanwhile and the standby's replay lag; the writer alone as long as our
+  longest backfill took, after our chain (while autovacuum clears what it
+  left) and on a fresh copy (the floor the targets read); the table's size
+  and dead rows before and after.
 - write-cost: the proxy's writes, one request at a time, on our schema after
   011 and on a copy of the same table with upstream's index set, in turns:
   requests per second, WAL per request, and the size of every index.

@@ -26,8 +26,8 @@ PARTS = {
                                      "each index built alone"),
     "chain": (chain, "003 to 012 both ways with the writer inserting and recording responses, and a standby "
                      "replaying; each backfill's time, row updates, WAL, full-page images, checkpoints and the "
-                     "standby's lag; the writer alone as long as our longest backfill; the table's size and dead "
-                     "rows before and after"),
+                     "standby's lag; the writer alone as long as our longest backfill, after our chain and on a "
+                     "fresh copy; the table's size and dead rows before and after"),
     "write-cost": (writecost, "the proxy's writes, one request at a time, on our schema after 011 and on a copy "
                               "with upstream's index set: requests per second, WAL per request, index sizes"),
     "walk": (walk, "005's backfill alone after 003 and 004, no writer, at --walk-max-wal-size: upstream's 005 in "
@@ -65,7 +65,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--write-requests-per-turn", type=int, default=writecost.REQUESTS_PER_TURN, metavar="N",
                         help=f"in write-cost, the requests of a turn (default {writecost.REQUESTS_PER_TURN:,})")
     parser.add_argument("--floor-seconds-max", type=float, default=chain.FLOOR_SECONDS_MAX, metavar="S",
-                        help="in the chain, the writer alone (the floor, after our chain) writes as long as our "
+                        help="in the chain, the writer alone (after our chain, then on a fresh copy: the floor) writes "
+                             "as long as our "
                              f"longest backfill took, at least {chain.FLOOR_SECONDS_MIN:g} s and at most S "
                              f"(default {chain.FLOOR_SECONDS_MAX:g})")
     parser.add_argument("--standby-url", metavar="URL",
