@@ -50,9 +50,9 @@ from .writer import WAIT_SAMPLE_SECONDS, WRITER, chart_points, latency_stats, lo
 SCRATCH = {"upstream": "nexus_benchmark_chain_upstream", "ours": "nexus_benchmark_chain_ours"}
 FLOOR_COPY = "nexus_benchmark_chain_floor"
 RESPOND_AFTER_SECONDS = 1.0
-# The writer alone, after our chain, for as long as our longest backfill took:
-# at least FLOOR_SECONDS_MIN (a p99 of fewer writes says little), at most
-# --floor-seconds-max.
+# The writer alone, after our chain and on a fresh copy, each for as long as
+# our longest backfill took: at least FLOOR_SECONDS_MIN (a p99 of fewer writes
+# says little), at most --floor-seconds-max.
 FLOOR_SECONDS_MIN = 10.0
 FLOOR_SECONDS_MAX = 600.0
 

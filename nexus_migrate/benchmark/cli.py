@@ -65,9 +65,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--write-requests-per-turn", type=int, default=writecost.REQUESTS_PER_TURN, metavar="N",
                         help=f"in write-cost, the requests of a turn (default {writecost.REQUESTS_PER_TURN:,})")
     parser.add_argument("--floor-seconds-max", type=float, default=chain.FLOOR_SECONDS_MAX, metavar="S",
-                        help="in the chain, the writer alone (after our chain, then on a fresh copy: the floor) writes "
-                             "as long as our "
-                             f"longest backfill took, at least {chain.FLOOR_SECONDS_MIN:g} s and at most S "
+                        help="in the chain, the writer alone (after our chain, then on a fresh copy: the floor) "
+                             f"writes as long as our longest backfill took, at least {chain.FLOOR_SECONDS_MIN:g} s "
+                             "and at most S "
                              f"(default {chain.FLOOR_SECONDS_MAX:g})")
     parser.add_argument("--standby-url", metavar="URL",
                         help="in the chain and wal-floor, with --database-url: a streaming standby of that server "
