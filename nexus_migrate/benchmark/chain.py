@@ -435,9 +435,8 @@ def fresh_floor(server: Server, every: float, respond_after: float, conversation
 def floor(results: dict) -> tuple[str, dict]:
     """The floor the write targets read: the writer alone on the fresh copy
     (on the chain's copy in a benchmark.json from before there was one)."""
-    if results.get("writer_alone_fresh"):
-        return "the writer alone on a fresh copy", results["writer_alone_fresh"]
-    return "the writer alone after our chain", results["writer_alone"]
+    key, name = next((key, name) for key, name in reversed(FLOORS) if results.get(key))
+    return f"the writer alone {name}", results[key]
 
 
 def at_most_once(step: dict) -> bool | None:
