@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+import statistics
 import struct
 import threading
 import uuid
@@ -376,24 +377,35 @@ def test_the_wal_floor_writes_nothing_but_wal_at_each_rate_beside_the_writer_and
         patch.setattr(writer_module, "SETTLE_SECONDS", 0.3)
         results = walfloor.run(bench, SEED_BLOCK, every=0.01, respond_after=0.1,
                                standby_choice=standby.local_choice(server, home), rates_mb=[1.0], seconds=2.0,
-                               chain=chain_run[0])
+                               chain=chain_run[0], rounds=2)
     assert not home.exists() and not bench.exists(walfloor.SCRATCH)
-    rates = results["rates"]
-    assert set(rates) == {"the writer alone", "1 MB/s", *walfloor.chain_rates(chain_run[0])} and len(rates) == 4
-    assert [r["rate_bytes_per_s"] for r in rates.values()] == sorted(r["rate_bytes_per_s"] for r in rates.values())
-    assert rates["the writer alone"]["emitted_bytes"] == 0 and rates["1 MB/s"]["rate_bytes_per_s"] == 2**20
+    first, second = results["rounds"]
+    assert set(first) == {"the writer alone", "1 MB/s", *walfloor.chain_rates(chain_run[0])} and len(first) == 4
+    # the first round runs the slowest rate first, the second the fastest first
+    order = [r["rate_bytes_per_s"] for r in first.values()]
+    assert order == sorted(order) and [r["rate_bytes_per_s"] for r in second.values()] == order[::-1]
+    assert first["the writer alone"]["emitted_bytes"] == 0 and first["1 MB/s"]["rate_bytes_per_s"] == 2**20
     ours = chain_run[0]["ways"]["ours"]["backfills"]
     upstream_seconds = sum(s["seconds"] for s in chain_run[0]["ways"]["upstream"]["backfills"])
-    needed = rates[f"{chain.TARGETS_BACKFILL_RATIO:g} x upstream's time"]["rate_bytes_per_s"]
+    needed = f"{chain.TARGETS_BACKFILL_RATIO:g} x upstream's time"
     # at that rate, our backfills' WAL takes exactly the time the target allows
-    assert sum(s["wal"]["wal_bytes"] for s in ours) / needed == pytest.approx(2 * upstream_seconds, rel=0.01)
-    for name, r in rates.items():
-        assert r["writes"]["count"] > 5 and r["writes"]["failed"] == 0 and r["lag_samples"] > 0
-        # the messages are in the WAL, with the writer's own beside them
-        assert r["server"]["wal_bytes"] > r["emitted_bytes"]
-        assert (r["emitted_bytes"] > 0) == (name != "the writer alone")
-    assert results["targets"][0]["met"] is not None  # the chain ran: its rate was measured
-    assert "the writer alone" in "\n".join(walfloor.report(results)) and len(walfloor.panels(results)) == 4
+    assert (sum(s["wal"]["wal_bytes"] for s in ours) / first[needed]["rate_bytes_per_s"]
+            == pytest.approx(2 * upstream_seconds, rel=0.01))
+    for measured in (first, second):
+        for name, r in measured.items():
+            assert r["writes"]["count"] > 5 and r["writes"]["failed"] == 0 and r["lag_samples"] > 0
+            # the messages are in the WAL, with the writer's own beside them
+            assert r["server"]["wal_bytes"] > r["emitted_bytes"]
+            assert (r["emitted_bytes"] > 0) == (name != "the writer alone")
+    p99, longest = results["targets"]
+    # each round's p99 at the time target's rate is read against the same round's writer alone
+    assert p99["ratios"] == [pytest.approx(m[needed]["writes"]["p99_ms"] / m["the writer alone"]["writes"]["p99_ms"],
+                                           abs=1e-3) for m in (first, second)]
+    assert p99["met"] == (statistics.median(p99["ratios"]) <= chain.TARGETS_FLOOR_P99_RATIO)
+    alone_max = max(m["the writer alone"]["writes"]["max_ms"] for m in (first, second))
+    assert longest["met"] == (alone_max <= chain.TARGETS_MAX_WRITE_MS)
+    report = "\n".join(walfloor.report(results))
+    assert "2 rounds" in report and report.count("the writer alone") == 2 and len(walfloor.panels(results)) == 8
 
 
 def test_a_wal_floor_whose_wal_cannot_be_written_stops_in_one_line_and_drops_its_copy(bench, monkeypatch):
@@ -476,6 +488,7 @@ def test_the_standbys_lag_is_the_time_since_the_primary_passed_its_replay_positi
     (("--wal-floor-rates", "4,x"), ("--wal-floor-rates", "MB per second")),
     (("--wal-floor-rates", "0"), ("--wal-floor-rates", "above 0")),
     (("--wal-floor-seconds", "0"), ("--wal-floor-seconds",)),
+    (("--wal-floor-rounds", "0"), ("--wal-floor-rounds", "at least 1")),
     (("--wal-floor-chain", "/nonexistent/benchmark.json"), ("--wal-floor-chain", "No such file")),
     (("--wal-floor-chain", str(PROJECT_ROOT / "README.md")), ("--wal-floor-chain", "not a benchmark.json")),
 ])

@@ -85,6 +85,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
                              f"and the chain's (default {','.join(f'{r:g}' for r in walfloor.DEFAULT_RATES_MB)})")
     parser.add_argument("--wal-floor-seconds", type=float, default=walfloor.DEFAULT_SECONDS, metavar="S",
                         help=f"in wal-floor, how long each rate runs (default {walfloor.DEFAULT_SECONDS:g})")
+    parser.add_argument("--wal-floor-rounds", type=int, default=walfloor.DEFAULT_ROUNDS, metavar="N",
+                        help="in wal-floor, how many times to run every rate, each round in the order opposite to the "
+                             "one before; the target reads the median of the rounds' ratios "
+                             f"(default {walfloor.DEFAULT_ROUNDS})")
     parser.add_argument("--wal-floor-chain", type=Path, metavar="FILE",
                         help="in wal-floor without the chain in the same run: the benchmark.json of an earlier run "
                              "whose chain part gives the two rates its numbers ask for")
@@ -121,6 +125,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         parser.error("--wal-floor-rates must be rates in MB per second, above 0, separated by commas, such as 4,8")
     if args.wal_floor_seconds <= 0:
         parser.error("--wal-floor-seconds must be above 0")
+    if args.wal_floor_rounds < 1:
+        parser.error("--wal-floor-rounds must be at least 1")
     if args.wal_floor_chain:
         try:
             args.wal_floor_chain = _chain_results(args.wal_floor_chain)
@@ -169,7 +175,8 @@ def run(server: Server, args: argparse.Namespace) -> dict:
     if "wal-floor" in args.part:
         results["wal-floor"] = walfloor.run(server, args.requests, args.insert_every_ms / 1000,
                                             args.respond_after_ms / 1000, choice, args.wal_floor_rates,
-                                            args.wal_floor_seconds, results.get("chain", args.wal_floor_chain))
+                                            args.wal_floor_seconds, results.get("chain", args.wal_floor_chain),
+                                            args.wal_floor_rounds)
     return results
 
 
