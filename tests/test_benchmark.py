@@ -12,6 +12,7 @@ import re
 import statistics
 import struct
 import threading
+import time
 import uuid
 from urllib.parse import urlsplit
 
@@ -29,7 +30,8 @@ from nexus_migrate.benchmark.seed import (PRE_003, SEED_BLOCK, SEEDED, conversat
 from nexus_migrate.benchmark.upstream import UPSTREAM_INDEXES, upstream_indexes
 from nexus_migrate.benchmark.ways import (BASE, apply_ours, apply_upstream, blocking_statements, is_backfill,
                                           migration_ids, migration_steps)
-from nexus_migrate.benchmark.writer import WRITER, latency_stats, sampling_waits, writing
+from nexus_migrate.benchmark.counters import Counters
+from nexus_migrate.benchmark.writer import LONE_COMMIT, WRITER, latency_stats, sampling_waits, writing
 from nexus_migrate.database.catalog import snapshot
 from nexus_migrate.errors import OperatorError
 
@@ -201,6 +203,7 @@ def test_the_writer_continues_seeded_conversations_and_records_each_response(ben
         counted = rows(url, "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'api_requests'")[0][0]
     written = writer.written
     assert updated > 0 and (counted >= updated or bench.version < 15)  # the handshake flushed its statistics
+    assert written.commits == []  # no lone commit unless asked for
     assert len(written.inserts) > 20 and all(ok for _, _, ok in written.inserts)
     assert len(written.updates) == len(written.inserts) and all(ok for _, _, ok in written.updates)
     assert all(b[0] - a[0] == pytest.approx(0.2) for a, b in zip(written.inserts, written.updates))
@@ -214,6 +217,36 @@ def test_the_writer_continues_seeded_conversations_and_records_each_response(ben
     assert [c.conversation_id for c in written.conversations] == list(seeded_hashes)
 
 
+def test_the_lone_commit_beside_the_writer_queues_behind_none_of_its_statements(bench):
+    """With the table locked, the writer's inserts wait for the lock; the
+    lone commit goes on committing, so what it waits is the WAL's, not the
+    writer's queue."""
+    url = bench.create("nexus_benchmark_test_lone_commit", template=PRE_003)
+    holder = psycopg2.connect(url)
+    try:
+        with writing(url, 0.02, respond_after=0.1, lone_commit=True) as writer:
+            writer.rows_updated()  # the handshake asks the lone commit's session, too, to report its WAL
+            counters = Counters(url, bench.version)
+            lone_wal = counters.sessions_wal(LONE_COMMIT)
+            counters.close()
+            with holder.cursor() as cur:
+                cur.execute("LOCK TABLE api_requests IN ACCESS EXCLUSIVE MODE")
+            locked = time.monotonic()
+            wait_until(lambda: rows(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                                         "AND wait_event_type = 'Lock'", (WRITER,))[0][0], "an insert to wait")
+            time.sleep(0.5)
+            holder.rollback()
+            released = time.monotonic()
+    finally:
+        holder.close()
+    written = writer.written
+    assert lone_wal is None if bench.version < 18 else lone_wal["wal_records"] > 0
+    assert any(due + latency >= released for due, latency, ok in written.inserts if locked <= due <= released)
+    committed_while_locked = [sent for sent, latency, ok in written.commits
+                              if ok and locked <= sent and sent + latency < released]
+    assert len(committed_while_locked) >= 3
+
+
 @pytest.fixture(scope="module")
 def chain_run(bench, server):
     """The chain part run once for the tests that read it, with a standby of
@@ -223,7 +256,7 @@ def chain_run(bench, server):
         patch.setattr(writer_module, "SETTLE_SECONDS", 0.3)
         patch.setattr(chain, "FLOOR_SECONDS_MIN", 0.0)  # the floor then lasts as long as the longest backfill
         results = chain.run(bench, SEED_BLOCK, every=0.01, respond_after=0.1,
-                            standby_choice=standby.local_choice(server, home))
+                            standby_choice=standby.local_choice(server, home), lone_commit=True)
     return results, home
 
 
@@ -239,6 +272,7 @@ def test_the_chain_runs_each_migration_both_ways_with_inserts_and_responses_meas
     assert floor["inserts"]["count"] > 10 and floor["updates"]["count"] > 5 and floor["inserts"]["failed"] == 0
     assert floor["writes"]["count"] == floor["inserts"]["count"] + floor["updates"]["count"]
     assert floor["server"]["wal_bytes"] > 0 and floor["lag_samples"] > 0  # its WAL, and the standby meanwhile
+    assert floor["lone_commits"]["count"] > 10 and floor["lone_commits"]["failed"] == 0
     # and again on a fresh copy of the history before 003, as long, its copy
     # dropped: the floor the write target reads
     fresh = results["writer_alone_fresh"]
@@ -254,6 +288,7 @@ def test_the_chain_runs_each_migration_both_ways_with_inserts_and_responses_meas
         assert sum(r["inserts"]["count"] for r in runs.values()) > 10
         assert sum(r["updates"]["count"] for r in runs.values()) > 0
         assert sum(len(r["samples"]["response updates"]) for r in runs.values()) > 20
+        assert sum(r["lone_commits"]["count"] for r in runs.values()) > 10
         before, after = results["ways"][way]["before"], results["ways"][way]["after"]
         # the writer's rows are in; (012 drops indexes, so the size may go either way)
         assert before["live_tuples"] > 30_000 and after["live_tuples"] > before["live_tuples"]
@@ -268,11 +303,18 @@ def test_the_chain_runs_each_migration_both_ways_with_inserts_and_responses_meas
         (m, f"{m[:3]} step {n}") for m, n in backfills]
     for step in ours["backfills"]:
         assert step["seconds"] > 0 and step["at_most_once"] is True
+        assert step["lone_commits"]["failed"] == 0
         assert step["row_updates"] is None or step["row_updates"] >= step["seeded_rows_changed"]
     if not ours["backfills"]:
         assert results["targets"][0]["met"] is None
+    lone = ours["lone_commits_during_backfills"]
+    assert lone["count"] == sum(s["lone_commits"]["count"] for s in ours["backfills"]) > 0
+    report = "\n".join(chain.report(results))
+    assert f"a lone commit beside it p50 {lone['p50_ms']:g} / p99 {lone['p99_ms']:g}" in report
+    assert "lone commit" not in "\n".join(chain.report({**results, "lone_commit_every_ms": None}))
     panels = chain.panels(results)
     assert len(panels) == 2 and all(p.lines[chain.STANDBY_LAG] for p in panels)  # the lag beside the latencies
+    assert all(p.series["lone commits"] for p in panels)
 
 
 def test_the_chain_reports_each_backfills_wal_checkpoints_and_the_standbys_lag(bench, chain_run):
@@ -377,7 +419,7 @@ def test_the_wal_floor_writes_nothing_but_wal_at_each_rate_beside_the_writer_and
         patch.setattr(writer_module, "SETTLE_SECONDS", 0.3)
         results = walfloor.run(bench, SEED_BLOCK, every=0.01, respond_after=0.1,
                                standby_choice=standby.local_choice(server, home), rates_mb=[1.0], seconds=2.0,
-                               chain=chain_run[0], rounds=2)
+                               chain=chain_run[0], rounds=2, lone_commit=True)
     assert not home.exists() and not bench.exists(walfloor.SCRATCH)
     first, second = results["rounds"]
     assert set(first) == {"the writer alone", "1 MB/s", *walfloor.chain_rates(chain_run[0])} and len(first) == 4
@@ -394,6 +436,7 @@ def test_the_wal_floor_writes_nothing_but_wal_at_each_rate_beside_the_writer_and
     for measured in (first, second):
         for name, r in measured.items():
             assert r["writes"]["count"] > 5 and r["writes"]["failed"] == 0 and r["lag_samples"] > 0
+            assert r["lone_commits"]["count"] > 5 and r["lone_commits"]["failed"] == 0
             # the messages are in the WAL, with the writer's own beside them
             assert r["server"]["wal_bytes"] > r["emitted_bytes"]
             assert (r["emitted_bytes"] > 0) == (name != "the writer alone")

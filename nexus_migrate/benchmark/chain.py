@@ -45,7 +45,8 @@ from .report import LABEL, Panel, latency_header, latency_row, size, target
 from .scratch import Server, connect
 from .seed import BEFORE_003, DOMAINS, PRE_003, live_conversations, pre_003
 from .ways import APPLY, WAYS, is_backfill, migration_ids, migration_steps, observing_backfills, step_label
-from .writer import WAIT_SAMPLE_SECONDS, WRITER, chart_points, latency_stats, lock_waits, sampling_waits, writing
+from .writer import (LONE_COMMIT, LONE_COMMIT_EVERY, WAIT_SAMPLE_SECONDS, WRITER, chart_points, latency_stats,
+                     lock_waits, sampling_waits, writing)
 
 SCRATCH = {"upstream": "nexus_benchmark_chain_upstream", "ours": "nexus_benchmark_chain_ours"}
 FLOOR_COPY = "nexus_benchmark_chain_floor"
@@ -170,7 +171,7 @@ class OursProbe:
                 conn.commit()
         writer_updates = self.writer.rows_updated()
         return {"table": self._read(ROW_UPDATES), "writer": writer_updates, "xid": self._read(XID),
-                "server": self.counters.read(), "writer_wal": self.counters.sessions_wal(WRITER)}
+                "server": self.counters.read(), "writer_wal": self.counters.sessions_wal(WRITER, LONE_COMMIT)}
 
     def started(self, step, label: str, conn) -> None:
         paused = time.monotonic()
@@ -281,13 +282,14 @@ def account_map():
 
 
 def run(server: Server, requests: int, every: float, respond_after: float = RESPOND_AFTER_SECONDS,
-        standby_choice: standby.Choice | None = None, floor_seconds_max: float = FLOOR_SECONDS_MAX) -> dict:
+        standby_choice: standby.Choice | None = None, floor_seconds_max: float = FLOOR_SECONDS_MAX,
+        lone_commit: bool = False) -> dict:
     with account_map():
-        return _run(server, requests, every, respond_after, standby_choice, floor_seconds_max)
+        return _run(server, requests, every, respond_after, standby_choice, floor_seconds_max, lone_commit)
 
 
 def _run(server: Server, requests: int, every: float, respond_after: float, standby_choice: standby.Choice | None,
-         floor_seconds_max: float) -> dict:
+         floor_seconds_max: float, lone_commit: bool) -> dict:
     if not server.exists(PRE_003):
         print(f"001 and 002 applied to a copy of the seeded database, {PRE_003} ...", flush=True)
         pre_003(server)
@@ -297,13 +299,14 @@ def _run(server: Server, requests: int, every: float, respond_after: float, stan
     results: dict = {"insert_every_ms": every * 1000, "respond_after_ms": respond_after * 1000,
                      "migrations": chain_ids(), "live_conversations": len(live), "exact_row_counts": exact,
                      "standby": standby_choice.line if standby_choice else None,
-                     "max_replica_lag_s": standby.max_replica_lag(), "ways": {}}
+                     "max_replica_lag_s": standby.max_replica_lag(),
+                     "lone_commit_every_ms": LONE_COMMIT_EVERY * 1000 if lone_commit else None, "ways": {}}
     with standby.attached(server, standby_choice) as replica:
         results["standby_measured"] = replica is not None
         conversations = live
         for way in WAYS:
             found, conversations = _chain(server, way, seeded_at, exact, every, respond_after, conversations,
-                                          replica)
+                                          replica, lone_commit)
             results["ways"][way] = found
             if way == "ours":
                 longest = max((s["seconds"] for s in found["backfills"]), default=0.0)
@@ -311,13 +314,14 @@ def _run(server: Server, requests: int, every: float, respond_after: float, stan
                 print(f"the writer alone for {seconds:g} s (our longest backfill took {longest:g} s), "
                       "as a floor ...", flush=True)
                 results["writer_alone"] = writer_alone(server.url_of(SCRATCH[way]), every, respond_after,
-                                                       conversations, seconds, server.version, replica)
+                                                       conversations, seconds, server.version, replica, lone_commit)
                 results["writer_alone"]["longest_backfill_seconds"] = longest
             server.drop(SCRATCH[way])
         seconds = results["writer_alone"]["seconds"]
         print(f"the writer alone for {seconds:g} s on a fresh copy of the history before 003, with no dead rows "
               "to clear, as the floor the targets read ...", flush=True)
-        results["writer_alone_fresh"] = fresh_floor(server, every, respond_after, live, seconds, replica)
+        results["writer_alone_fresh"] = fresh_floor(server, every, respond_after, live, seconds, replica,
+                                                    lone_commit)
     for step in results["ways"]["ours"]["backfills"]:
         step["at_most_once"] = at_most_once(step)
     results["targets"] = targets(results)
@@ -325,7 +329,7 @@ def _run(server: Server, requests: int, every: float, respond_after: float, stan
 
 
 def _chain(server: Server, way: str, seeded_at, exact: bool, every: float, respond_after: float, conversations,
-           replica: standby.Standby | None) -> tuple[dict, list]:
+           replica: standby.Standby | None, lone_commit: bool) -> tuple[dict, list]:
     """003 to the last migration applied one way to a copy of PRE_003 while
     the writer writes, the copy kept for the floor; what was found and where
     the writer's conversations stand."""
@@ -337,11 +341,12 @@ def _chain(server: Server, way: str, seeded_at, exact: bool, every: float, respo
         replica.wait_caught_up()  # the copy's files, replayed: not a migration's lag
     origin = None
     during_backfills: list = []  # the writer's statements due while a backfill ran
+    commits_during_backfills: list = []  # and its lone commits
     for migration_id in chain_ids():
         print(f"{way}: applying {migration_id} while the writer writes ...", flush=True)
         before_columns = columns(url)
         low = _one(url, XID)[0]
-        with writing(url, every, respond_after, conversations) as writer:
+        with writing(url, every, respond_after, conversations, lone_commit) as writer:
             probe = (OursProbe(url, writer, seeded_at, exact, server.version) if way == "ours"
                      else UpstreamProbe(url, migration_id, server.version))
             try:
@@ -370,23 +375,28 @@ def _chain(server: Server, way: str, seeded_at, exact: bool, every: float, respo
             a, b = step.pop("window")
             step.update({"way": way, "migration": migration_id, "writer_rows_changed_by_the_migration":
                          writer_changed, "inserts": latency_stats(written.inserts, a, b),
-                         "updates": latency_stats(written.updates, a, b)})
+                         "updates": latency_stats(written.updates, a, b),
+                         "lone_commits": latency_stats(written.commits, a, b)})
             step["wal_bytes_per_changed_row"] = wal_per_row(step["wal"]["wal_bytes"], rows_changed(step))
             if replica:
                 step.update(replica.lag_in(a, b))
             during_backfills += [w for w in written.inserts + written.updates if a <= w[0] <= b]
+            commits_during_backfills += [c for c in written.commits if a <= c[0] <= b]
             found["backfills"].append(step)
         found["migrations"][migration_id] = {
             "apply_seconds": round(end - start - paused, 3), "probe_seconds": round(paused, 3),
             "inserts": latency_stats(written.inserts, start, end, probe.pauses),
             "updates": latency_stats(written.updates, start, end, probe.pauses),
+            "lone_commits": latency_stats(written.commits, start, end, probe.pauses),
             "writer_waits": dict(waits.most_common()),
             "window": [round(start - origin, 3), round(end - origin, 3)],
             "samples": {"inserts": chart_points(written.inserts, origin),
-                        "response updates": chart_points(written.updates, origin)}}
+                        "response updates": chart_points(written.updates, origin),
+                        "lone commits": chart_points(written.commits, origin)}}
         if replica:
             found["migrations"][migration_id].update(replica.lag_in(start, end))
     found["writes_during_backfills"] = latency_stats(during_backfills, float("-inf"), float("inf"))
+    found["lone_commits_during_backfills"] = latency_stats(commits_during_backfills, float("-inf"), float("inf"))
     if replica:
         found["standby_lag"] = replica.chart_points(origin, end, origin)
     found["after"] = table_state(server, name)
@@ -394,13 +404,13 @@ def _chain(server: Server, way: str, seeded_at, exact: bool, every: float, respo
 
 
 def writer_alone(url: str, every: float, respond_after: float, conversations, seconds: float, version: int,
-                 replica: standby.Standby | None = None) -> dict:
+                 replica: standby.Standby | None = None, lone_commit: bool = False) -> dict:
     """The writer's latencies with no migration running: what this machine
     and server give a proxy's writes anyway, the floor under every target on
     them; with the server's WAL meanwhile and the standby's lag."""
     counters = Counters(url, version)
     try:
-        with writing(url, every, respond_after, conversations) as writer:
+        with writing(url, every, respond_after, conversations, lone_commit) as writer:
             before = counters.read()
             start = time.monotonic()
             time.sleep(seconds)
@@ -411,14 +421,15 @@ def writer_alone(url: str, every: float, respond_after: float, conversations, se
     written = writer.written
     found = {"seconds": seconds, "inserts": latency_stats(written.inserts, start, end),
              "updates": latency_stats(written.updates, start, end),
-             "writes": latency_stats(written.inserts + written.updates, start, end), "server": server}
+             "writes": latency_stats(written.inserts + written.updates, start, end),
+             "lone_commits": latency_stats(written.commits, start, end), "server": server}
     if replica:
         found.update(replica.lag_in(start, end))
     return found
 
 
 def fresh_floor(server: Server, every: float, respond_after: float, conversations, seconds: float,
-                replica: standby.Standby | None) -> dict:
+                replica: standby.Standby | None, lone_commit: bool = False) -> dict:
     """The writer alone on a new copy of PRE_003: no migration, and no dead
     rows for autovacuum to clear, which after a chain (either way) it works
     through for minutes while the floor on the chain's copy runs."""
@@ -427,7 +438,7 @@ def fresh_floor(server: Server, every: float, respond_after: float, conversation
         _one(url, "ANALYZE api_requests")
         if replica:
             replica.wait_caught_up()
-        return writer_alone(url, every, respond_after, conversations, seconds, server.version, replica)
+        return writer_alone(url, every, respond_after, conversations, seconds, server.version, replica, lone_commit)
     finally:
         server.drop(FLOOR_COPY)
 
@@ -520,16 +531,17 @@ def report(results: dict) -> list[str]:
              f"its response {results['respond_after_ms']:g} ms later",
              (results.get("standby") or "standby: none")
              + ("" if results.get("standby_measured") or not results.get("standby") else " (its lag not measured)"),
-             "", latency_header("migration", ("insert", "update"))]
+             *_lone_commit_said(results), "", latency_header("migration", ("insert", "update", *_commit(results)))]
     for migration_id in results["migrations"]:
         for way in WAYS:
             r = results["ways"][way]["migrations"][migration_id]
-            lines.append(latency_row(migration_id, way, r["apply_seconds"], (r["inserts"], r["updates"])))
+            lines.append(latency_row(migration_id, way, r["apply_seconds"],
+                                     (r["inserts"], r["updates"], *_lone_commits(results, r))))
     for key, name in FLOORS:
         if results.get(key):
             alone = results[key]
             lines.append(latency_row(f"no migration, {name}", "writer", alone["seconds"],
-                                     (alone["inserts"], alone["updates"])))
+                                     (alone["inserts"], alone["updates"], *_lone_commits(results, alone))))
     for way in WAYS:
         total = sum(r["apply_seconds"] for r in results["ways"][way]["migrations"].values())
         probe = sum(r["probe_seconds"] for r in results["ways"][way]["migrations"].values())
@@ -608,15 +620,53 @@ def floor_lines(results: dict) -> list[str]:
         w, server = alone["writes"], alone["server"]
         line = (f"the writer alone {name}, {alone['seconds']:g} s (our longest backfill took "
                 f"{results['writer_alone']['longest_backfill_seconds']:g} s): writes p50 {_ms(w['p50_ms'])} / "
-                f"p99 {_ms(w['p99_ms'])} / max {_ms(w['max_ms'])} ms, {w['failed']} failed; the server wrote "
+                f"p99 {_ms(w['p99_ms'])} / max {_ms(w['max_ms'])} ms, {w['failed']} failed; "
+                + "".join(f"{_lone(c)}; " for c in _lone_commits(results, alone)) + "the server wrote "
                 f"{_mb(server['wal_bytes'])} MB of WAL, {_n(server.get('wal_fpi'))} full-page images, "
                 f"{_n(server.get('checkpoints_requested'))} checkpoints requested")
         if alone.get("replay_lag_max_s") is not None:
             line += f"; the standby's lag at most {alone['replay_lag_max_s']:g} s"
         lines.append(line)
     ours = results["ways"]["ours"]["writes_during_backfills"]
+    lone = "".join(f"; {_lone(c)}{_queue_share(ours, c)}"
+                   for c in _lone_commits(results, results["ways"]["ours"], "lone_commits_during_backfills"))
     return [*lines, f"the writer during our backfills: writes p50 {_ms(ours['p50_ms'])} / p99 {_ms(ours['p99_ms'])} / "
-                  f"max {_ms(ours['max_ms'])} ms, {ours['failed']} failed of {ours['count']:,}"]
+                  f"max {_ms(ours['max_ms'])} ms, {ours['failed']} failed of {ours['count']:,}{lone}"]
+
+
+def statement_kinds(results: dict) -> str:
+    """What the chart's panels show, as their titles say it."""
+    return ("insert, response update and lone commit" if results.get("lone_commit_every_ms")
+            else "insert and response update")
+
+
+def _lone_commit_said(results: dict) -> list[str]:
+    every = results.get("lone_commit_every_ms")
+    return [f"commit: a lone commit beside the writer every {every:g} ms (one WAL record, no table, no lock), "
+            "timed from when it was sent: what any commit waits, without the writer's queue"] if every else []
+
+
+def _commit(results: dict) -> tuple[str, ...]:
+    """The lone commit's column, when the run had one."""
+    return ("commit",) if results.get("lone_commit_every_ms") else ()
+
+
+def _lone_commits(results: dict, found: dict, key: str = "lone_commits") -> tuple[dict, ...]:
+    """found's lone commits' latencies, when the run had them."""
+    return (found[key],) if results.get("lone_commit_every_ms") else ()
+
+
+def _lone(commits: dict) -> str:
+    return (f"a lone commit beside it p50 {_ms(commits['p50_ms'])} / p99 {_ms(commits['p99_ms'])} / "
+            f"max {_ms(commits['max_ms'])} ms ({commits['count']:,}, {commits['failed']} failed)")
+
+
+def _queue_share(writes: dict, commits: dict) -> str:
+    """How much of the writer's p99 a commit that queues behind nothing does not explain."""
+    if not writes["p99_ms"] or not commits["p99_ms"]:
+        return ""
+    return (f"; the writer's p99 is {writes['p99_ms'] / commits['p99_ms']:.1f} x the lone commit's, the rest "
+            "its own queue")
 
 
 def _step_width(results: dict) -> int:
@@ -649,7 +699,7 @@ def panels(results: dict) -> list[Panel]:
     found = []
     for way, title in WAYS.items():
         lagged = " and the standby's replay lag" if results.get("standby_measured") else ""
-        panel = Panel(f"insert and response update latency{lagged}, {title}")
+        panel = Panel(f"{statement_kinds(results)} latency{lagged}, {title}")
         for migration_id, r in results["ways"][way]["migrations"].items():
             for label, points in r["samples"].items():
                 panel.add(label, points)

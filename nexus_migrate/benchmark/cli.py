@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import PROJECT_ROOT
 from ..errors import OperatorError
 from . import __doc__ as DESCRIPTION
-from . import chain, conversations, standby, walk, walfloor, writecost
+from . import chain, conversations, standby, walk, walfloor, writecost, writer
 from .plot import require_matplotlib
 from .report import latency_chart, target_lines
 from .scratch import Server
@@ -75,6 +75,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
                              "standby and removes it at the end)")
     parser.add_argument("--no-standby", action="store_true",
                         help="in the chain and wal-floor, no standby (not even the local database's own)")
+    parser.add_argument("--lone-commit", action="store_true",
+                        help="in the chain and wal-floor, a session beside the writer that commits alone every "
+                             f"{writer.LONE_COMMIT_EVERY * 1000:g} ms, timed apart: what a commit waits without the "
+                             "writer's queue (off by default: the backfills' throttle counts its waits for the WAL "
+                             "like any session's)")
     parser.add_argument("--walk-max-wal-size", default=walk.DEFAULT_MAX_WAL_SIZE, metavar="SIZE",
                         help="in walk, the server's max_wal_size while it runs, set by ALTER SYSTEM and put back "
                              "after (a superuser's right; else the server's own) "
@@ -167,7 +172,7 @@ def run(server: Server, args: argparse.Namespace) -> dict:
               if {"chain", "wal-floor"} & set(args.part) else None)
     if "chain" in args.part:
         results["chain"] = chain.run(server, args.requests, args.insert_every_ms / 1000,
-                                     args.respond_after_ms / 1000, choice, args.floor_seconds_max)
+                                     args.respond_after_ms / 1000, choice, args.floor_seconds_max, args.lone_commit)
     if "write-cost" in args.part:
         results["write-cost"] = writecost.run(server, args.requests, args.write_turns, args.write_requests_per_turn)
     if "walk" in args.part:
@@ -176,7 +181,7 @@ def run(server: Server, args: argparse.Namespace) -> dict:
         results["wal-floor"] = walfloor.run(server, args.requests, args.insert_every_ms / 1000,
                                             args.respond_after_ms / 1000, choice, args.wal_floor_rates,
                                             args.wal_floor_seconds, results.get("chain", args.wal_floor_chain),
-                                            args.wal_floor_rounds)
+                                            args.wal_floor_rounds, args.lone_commit)
     return results
 
 

@@ -35,7 +35,7 @@ SESSIONS_WAL = """
     SELECT coalesce(sum(w.wal_bytes), 0)::bigint, coalesce(sum(w.wal_records), 0)::bigint,
            coalesce(sum(w.wal_fpi), 0)::bigint
       FROM pg_stat_activity a CROSS JOIN LATERAL pg_stat_get_backend_wal(a.pid) w
-     WHERE a.application_name = %s AND a.datname = current_database()"""
+     WHERE a.application_name = ANY(%s) AND a.datname = current_database()"""
 SESSIONS_WAL_SINCE = 18
 EXPLAINED = "EXPLAIN (ANALYZE, WAL, TIMING OFF, FORMAT JSON) "  # counts rows and WAL, not time
 
@@ -60,14 +60,15 @@ class Counters:
             cur.execute(self.query)
             return dict(zip(COUNTER_KEYS, (None if n is None else int(n) for n in cur.fetchone())))
 
-    def sessions_wal(self, application_name: str) -> dict | None:
-        """The WAL of the sessions of this database named application_name, as
-        they last reported it; None where the server keeps no such count (before 18)."""
+    def sessions_wal(self, *application_names: str) -> dict | None:
+        """The WAL of the sessions of this database with these application
+        names, as they last reported it; None where the server keeps no such
+        count (before 18)."""
         if self.version < SESSIONS_WAL_SINCE:
             return None
         with self.conn.cursor() as cur:
             cur.execute("SELECT pg_stat_clear_snapshot()")
-            cur.execute(SESSIONS_WAL, (application_name,))
+            cur.execute(SESSIONS_WAL, (list(application_names),))
             return dict(zip(("wal_bytes", "wal_records", "wal_fpi"), map(int, cur.fetchone())))
 
     def close(self) -> None:

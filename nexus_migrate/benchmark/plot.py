@@ -1,7 +1,7 @@
 """scripts/benchmark's charts: the writer's latency over time, one panel per
 way of migrating, on a shared log-scale latency axis, with each migration's
 apply window shaded; a series per kind of statement (inserts, response
-updates), and lines for what else is a time (a standby's replay lag), with
+updates, lone commits), and lines for what else is a time (a standby's replay lag), with
 their bounds dashed. Drawn with matplotlib's Agg renderer, which needs no screen;
 matplotlib comes with requirements-dev.txt (or the project's extra
 "benchmark"), not with what an operator installs."""
@@ -18,7 +18,7 @@ WINDOW_GREY = "0.88"
 FAILED_RED = "#c81e1e"
 LOWEST_MS = 0.01  # a log axis shows no zero: faster statements are drawn here
 # Each kind of statement in a color of its own (red is for failures).
-SERIES_COLORS = {"inserts": (20, 90, 200), "response updates": (230, 140, 0)}
+SERIES_COLORS = {"inserts": (20, 90, 200), "response updates": (230, 140, 0), "lone commits": (130, 60, 170)}
 OTHER_COLOR = (90, 90, 90)
 LINE_COLOR = (30, 150, 70)  # a line (the standby's lag), apart from the statements' colors
 

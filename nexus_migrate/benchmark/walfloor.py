@@ -38,13 +38,14 @@ import time
 import psycopg2
 
 from ..errors import OperatorError
-from .chain import STANDBY_LAG, TARGETS_BACKFILL_RATIO, TARGETS_FLOOR_P99_RATIO, TARGETS_MAX_WRITE_MS
+from .chain import (STANDBY_LAG, TARGETS_BACKFILL_RATIO, TARGETS_FLOOR_P99_RATIO, TARGETS_MAX_WRITE_MS,
+                    statement_kinds)
 from .counters import Counters, difference
 from .report import Panel, size, target
 from .scratch import Server, connect
 from .seed import PRE_003, live_conversations, pre_003
 from .standby import MAX_REPLICA_LAG, Standby, attached, max_replica_lag
-from .writer import chart_points, latency_stats, sampling_waits, writing
+from .writer import LONE_COMMIT_EVERY, chart_points, latency_stats, sampling_waits, writing
 
 SCRATCH = "nexus_benchmark_wal_floor"
 DEFAULT_RATES_MB = (4.0, 8.0, 16.0)  # MB/s, besides 0 and the chain's
@@ -73,7 +74,7 @@ def chain_rates(chain: dict | None) -> dict:
 
 
 def run(server: Server, requests: int, every: float, respond_after: float, standby_choice, rates_mb: list[float],
-        seconds: float, chain: dict | None = None, rounds: int = DEFAULT_ROUNDS) -> dict:
+        seconds: float, chain: dict | None = None, rounds: int = DEFAULT_ROUNDS, lone_commit: bool = False) -> dict:
     if not server.exists(PRE_003):
         print(f"001 and 002 applied to a copy of the seeded database, {PRE_003} ...", flush=True)
         pre_003(server)
@@ -83,7 +84,8 @@ def run(server: Server, requests: int, every: float, respond_after: float, stand
     results: dict = {"seconds": seconds, "insert_every_ms": every * 1000, "respond_after_ms": respond_after * 1000,
                      "message_bytes": MESSAGE_BYTES, "tick_seconds": TICK_SECONDS,
                      "standby": standby_choice.line if standby_choice else None,
-                     "max_replica_lag_s": max_replica_lag(), "rounds": []}
+                     "max_replica_lag_s": max_replica_lag(),
+                     "lone_commit_every_ms": LONE_COMMIT_EVERY * 1000 if lone_commit else None, "rounds": []}
     with attached(server, standby_choice) as replica:
         results["standby_measured"] = replica is not None
         for round_number in range(1, rounds + 1):
@@ -92,7 +94,7 @@ def run(server: Server, requests: int, every: float, respond_after: float, stand
             for name, rate in order:
                 print(f"wal-floor: {_round(round_number, rounds)}the writer for {seconds:g} s, "
                       f"{_beside(name, rate)} ...", flush=True)
-                measured[name] = measure(server, rate, seconds, every, respond_after, live, replica)
+                measured[name] = measure(server, rate, seconds, every, respond_after, live, replica, lone_commit)
             results["rounds"].append(measured)
     results["targets"] = targets(results)
     return results
@@ -103,7 +105,7 @@ def _round(number: int, rounds: int) -> str:
 
 
 def measure(server: Server, rate: float, seconds: float, every: float, respond_after: float, live,
-            replica: Standby | None) -> dict:
+            replica: Standby | None, lone_commit: bool = False) -> dict:
     url = server.create(SCRATCH, template=PRE_003)
     try:
         if replica:
@@ -112,7 +114,7 @@ def measure(server: Server, rate: float, seconds: float, every: float, respond_a
         emitted: dict = {"bytes": 0, "late_ticks": 0}
         stop = threading.Event()
         try:
-            with writing(url, every, respond_after, live) as writer, sampling_waits(url) as waits:
+            with writing(url, every, respond_after, live, lone_commit) as writer, sampling_waits(url) as waits:
                 before, start = counters.read(), time.monotonic()
                 emitter = threading.Thread(target=_emit, args=(url, rate, stop, emitted))
                 emitter.start()
@@ -134,9 +136,11 @@ def measure(server: Server, rate: float, seconds: float, every: float, respond_a
     found = {"rate_bytes_per_s": round(rate), "seconds": round(end - start, 3),
              "emitted_bytes": emitted["bytes"], "late_ticks": emitted["late_ticks"],
              "server": wrote, "writes": latency_stats(written.inserts + written.updates, start, end),
+             "lone_commits": latency_stats(written.commits, start, end),
              "writer_waits": dict(waits.most_common()),
              "samples": {"inserts": chart_points(written.inserts, start),
-                         "response updates": chart_points(written.updates, start)}}
+                         "response updates": chart_points(written.updates, start),
+                         "lone commits": chart_points(written.commits, start)}}
     if replica:
         found.update(replica.lag_in(start, end))
         found["standby_lag"] = replica.chart_points(start, end, start)
@@ -214,18 +218,23 @@ def report(results: dict) -> list[str]:
     lines = [f"the writer for {results['seconds']:g} s a rate (an insert due every {results['insert_every_ms']:g} ms, "
              f"its response {results['respond_after_ms']:g} ms later) while one session writes nothing but WAL: "
              f"a transaction of {results['message_bytes']:,}-byte messages every {results['tick_seconds']:g} s"
+             + (f"; commit: the writer's lone commit every {results['lone_commit_every_ms']:g} ms"
+                if results.get("lone_commit_every_ms") else "")
              + (f"; {len(rounds)} rounds, each in the order opposite to the one before" if len(rounds) > 1 else ""),
              results.get("standby") or "standby: none", "",
              f"{'round':>5} {'WAL rate':<34} {'asked/s':>9} {'written/s':>10} {'FPI':>7} {'ckpt':>5} {'p50':>7} "
-             f"{'p99':>8} {'max ms':>8} {'failed':>6} {'lag s':>6}"]
+             f"{'p99':>8} {'max ms':>8} {'failed':>6}"
+             + (f" {'commit p99':>10} {'max ms':>8}" if results.get("lone_commit_every_ms") else "") + f" {'lag s':>6}"]
     for number, measured in enumerate(rounds, 1):
         for name, r in measured.items():
-            w, server = r["writes"], r["server"]
+            w, lone, server = r["writes"], r["lone_commits"], r["server"]
             checkpoints = server["checkpoints_requested"] + server["checkpoints_timed"]
             lag = r.get("replay_lag_max_s")
+            commit = (f" {_ms(lone['p99_ms']):>10} {_ms(lone['max_ms']):>8}"
+                      if results.get("lone_commit_every_ms") else "")
             lines.append(f"{number:>5} {name:<34} {size(r['rate_bytes_per_s']):>9} "
                          f"{size(server['wal_bytes'] / r['seconds']):>10} {server['wal_fpi']:>7,} {checkpoints:>5} "
-                         f"{_ms(w['p50_ms']):>7} {_ms(w['p99_ms']):>8} {_ms(w['max_ms']):>8} {w['failed']:>6} "
+                         f"{_ms(w['p50_ms']):>7} {_ms(w['p99_ms']):>8} {_ms(w['max_ms']):>8} {w['failed']:>6}{commit} "
                          f"{'-' if lag is None else f'{lag:.2f}':>6}"
                          + (f"  ({r['late_ticks']} ticks late)" if r["late_ticks"] else ""))
     return lines
@@ -240,7 +249,7 @@ def panels(results: dict) -> list[Panel]:
     rounds = results["rounds"]
     for number, measured in enumerate(rounds, 1):
         for name, r in measured.items():
-            panel = Panel(f"{_round(number, len(rounds))}insert and response update latency and the standby's "
+            panel = Panel(f"{_round(number, len(rounds))}{statement_kinds(results)} latency and the standby's "
                           f"replay lag, {_beside(name, r['rate_bytes_per_s'])}")
             for label, points in r["samples"].items():
                 panel.add(label, points)

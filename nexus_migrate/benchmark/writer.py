@@ -11,6 +11,14 @@ an UPDATE blocks no insert, but one whose row another transaction locked
 waits until that one commits. A statement's latency counts from when it was
 due, so statements queued behind a blocked one count their wait, and a
 response whose request was late is late too.
+
+Asked to, a third session commits alone beside them every
+LONE_COMMIT_EVERY seconds (COMMIT_ALONE): one WAL record and its commit, no
+table, no lock, no page. Its time counts from when it was sent, since
+nothing queues in front of it: it is what any commit waits for the WAL to
+reach the disk, and what the writer's latency has beyond it is the writer's
+own queue. It is not there unless asked for: a backfill's throttle counts
+the sessions waiting for the WAL, and would count it too.
 """
 
 from __future__ import annotations
@@ -37,15 +45,20 @@ WAIT_SAMPLE_SECONDS = 0.01
 NEW_CONVERSATION_EVERY = 64  # requests, when the writer starts conversations of its own
 WRITER_DOMAIN = "writer.example.com"
 FLUSH_WAIT_SECONDS = 10.0
+LONE_COMMIT = "nexus-benchmark-lone-commit"  # the application_name of the session that commits alone
+LONE_COMMIT_EVERY = 0.05
+COMMIT_ALONE = "SELECT pg_logical_emit_message(true, 'nexus-benchmark-lone-commit', '')"
 
 
 @dataclass
 class Written:
     """What a writer did, known once it stopped: (due, latency s, ok) of each
-    insert and each response update, on the system-wide monotonic clock."""
+    insert, each response update and each lone commit (due: when it was
+    sent), on the system-wide monotonic clock."""
 
     inserts: list = field(default_factory=list)
     updates: list = field(default_factory=list)
+    commits: list = field(default_factory=list)
     conversations: list | None = None  # where the conversations it continued stand
 
 
@@ -90,8 +103,8 @@ class _Due:
                     self.ready.wait()
 
 
-def _session(url: str):
-    return connect(url, options=f"-c statement_timeout={WRITER_STATEMENT_TIMEOUT}", application_name=WRITER)
+def _session(url: str, application_name: str = WRITER):
+    return connect(url, options=f"-c statement_timeout={WRITER_STATEMENT_TIMEOUT}", application_name=application_name)
 
 
 def _flush_statistics(cur) -> None:
@@ -105,8 +118,9 @@ def _flush_statistics(cur) -> None:
 
 
 @dataclass
-class _InsertsFlush:
-    """The responder asks the inserting session to report its statistics too, and waits for it."""
+class _FlushAsked:
+    """The responder asks another of the writer's sessions (the inserts', the
+    lone commit's) to report its statistics too, and waits for it."""
 
     asked: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
@@ -123,7 +137,7 @@ class _InsertsFlush:
             self.done.set()
 
 
-def _respond(url: str, due: _Due, updates: list, control, inserts_flush: _InsertsFlush) -> None:
+def _respond(url: str, due: _Due, updates: list, control, others: tuple[_FlushAsked, ...]) -> None:
     conn = _session(url)
     updated = 0
     with conn.cursor() as cur:
@@ -132,7 +146,8 @@ def _respond(url: str, due: _Due, updates: list, control, inserts_flush: _Insert
                 # The benchmark subtracts our row updates from the table's
                 # count, and our WAL from the server's, at this moment.
                 _flush_statistics(cur)
-                inserts_flush.ask_and_wait()
+                for other in others:
+                    other.ask_and_wait()
                 control.send(updated)
                 continue
             at, request_id = item
@@ -146,6 +161,23 @@ def _respond(url: str, due: _Due, updates: list, control, inserts_flush: _Insert
     conn.close()
 
 
+def _commit_alone(url: str, stop, commits: list, flush: _FlushAsked) -> None:
+    conn = _session(url, LONE_COMMIT)
+    with conn.cursor() as cur:
+        while True:
+            flush.answer(cur)
+            sent = time.monotonic()
+            try:
+                cur.execute(COMMIT_ALONE)  # autocommit: the statement is its transaction
+                ok = True
+            except psycopg2.Error:
+                ok = False
+            commits.append((sent, time.monotonic() - sent, ok))
+            if stop.wait(max(0.0, sent + LONE_COMMIT_EVERY - time.monotonic())):
+                break
+    conn.close()
+
+
 def _listen(control, due: _Due) -> None:
     try:
         while control.recv() == "flush":
@@ -154,15 +186,19 @@ def _listen(control, due: _Due) -> None:
         pass
 
 
-def _write(url: str, every: float, respond_after: float | None, conversations: list | None,
+def _write(url: str, every: float, respond_after: float | None, conversations: list | None, lone_commit: bool,
            stop, stopped_at, control, results) -> None:
     written = Written(conversations=conversations)
     due_responses = _Due()
-    inserts_flush = _InsertsFlush()
+    inserts_flush, lone_flush = _FlushAsked(), _FlushAsked()
+    lone = None
+    if lone_commit:
+        lone = threading.Thread(target=_commit_alone, args=(url, stop, written.commits, lone_flush))
+        lone.start()
     responder = None
     if respond_after is not None:
-        responder = threading.Thread(target=_respond, args=(url, due_responses, written.updates, control,
-                                                            inserts_flush))
+        others = (inserts_flush, lone_flush) if lone else (inserts_flush,)
+        responder = threading.Thread(target=_respond, args=(url, due_responses, written.updates, control, others))
         responder.start()
         threading.Thread(target=_listen, args=(control, due_responses), daemon=True).start()
     conn = _session(url)
@@ -201,6 +237,8 @@ def _write(url: str, every: float, respond_after: float | None, conversations: l
     due_responses.close()
     if responder:
         responder.join()
+    if lone:
+        lone.join()
     results.send(written)
     results.close()
 
@@ -215,23 +253,25 @@ class Writer:
     def rows_updated(self) -> int:
         """How many rows the writer's response updates changed so far, after
         making sure the server's statistics count all of them, and all the
-        WAL of both its sessions."""
+        WAL of its sessions."""
         self.control.send("flush")
         return self.control.recv()
 
 
 @contextmanager
-def writing(url: str, every: float, respond_after: float | None = None, conversations: list | None = None):
+def writing(url: str, every: float, respond_after: float | None = None, conversations: list | None = None,
+            lone_commit: bool = False):
     """A writer for the duration: an insert every `every` seconds, continuing
-    conversations (else starting its own), and with respond_after each
-    request's response. Yields a Writer; its .written holds what was written
-    once the block is left."""
+    conversations (else starting its own), with respond_after each request's
+    response, and with lone_commit a commit alone every LONE_COMMIT_EVERY
+    seconds. Yields a Writer; its .written holds what was written once the
+    block is left."""
     context = multiprocessing.get_context("spawn")
     stop, stopped_at = context.Event(), context.Value("d", 0.0)
     receive, send = context.Pipe(duplex=False)
     ours, theirs = context.Pipe()
-    process = context.Process(target=_write, args=(url, every, respond_after, conversations, stop, stopped_at,
-                                                   theirs, send), daemon=True)
+    process = context.Process(target=_write, args=(url, every, respond_after, conversations, lone_commit, stop,
+                                                   stopped_at, theirs, send), daemon=True)
     process.start()
     writer = Writer(ours)
     try:
