@@ -63,7 +63,8 @@ def latency_chart(panels: list[Panel], width: int = 1200, panel_height: int = 30
             done = [(t, max(ms, LOWEST_MS)) for t, ms, ok in points if ok]
             failed += [t for t, _, ok in points if not ok]
             if done:
-                ax.scatter(*zip(*done), s=4, color=color, linewidths=0, label=label)
+                # above the lines: a standby's lag sampled every 100 ms would hide them
+                ax.scatter(*zip(*done), s=4, color=color, linewidths=0, label=label, zorder=3)
         for label, points in panel.lines.items():
             if points:
                 ax.plot(*zip(*[(t, max(ms, LOWEST_MS)) for t, ms in points]), linewidth=1.2,
