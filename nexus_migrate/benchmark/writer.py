@@ -162,6 +162,7 @@ def _respond(url: str, due: _Due, updates: list, control, others: tuple[_FlushAs
 
 
 def _commit_alone(url: str, stop, commits: list, flush: _FlushAsked) -> None:
+    """COMMIT_ALONE every LONE_COMMIT_EVERY seconds until stopped, each timed from when it was sent."""
     conn = _session(url, LONE_COMMIT)
     with conn.cursor() as cur:
         while True:
