@@ -634,26 +634,31 @@ def floor_lines(results: dict) -> list[str]:
                   f"max {_ms(ours['max_ms'])} ms, {ours['failed']} failed of {ours['count']:,}{lone}"]
 
 
+def had_lone_commit(results: dict) -> bool:
+    """The run timed a lone commit beside the writer (--lone-commit)."""
+    return bool(results.get("lone_commit_every_ms"))
+
+
 def statement_kinds(results: dict) -> str:
     """What the chart's panels show, as their titles say it."""
-    return ("insert, response update and lone commit" if results.get("lone_commit_every_ms")
+    return ("insert, response update and lone commit" if had_lone_commit(results)
             else "insert and response update")
 
 
 def _lone_commit_said(results: dict) -> list[str]:
-    every = results.get("lone_commit_every_ms")
-    return [f"commit: a lone commit beside the writer every {every:g} ms (one WAL record, no table, no lock), "
-            "timed from when it was sent: what any commit waits, without the writer's queue"] if every else []
+    return [f"commit: a lone commit beside the writer every {results['lone_commit_every_ms']:g} ms (one WAL "
+            "record, no table, no lock), timed from when it was sent: what any commit waits, without the writer's "
+            "queue"] if had_lone_commit(results) else []
 
 
 def _commit(results: dict) -> tuple[str, ...]:
     """The lone commit's column, when the run had one."""
-    return ("commit",) if results.get("lone_commit_every_ms") else ()
+    return ("commit",) if had_lone_commit(results) else ()
 
 
 def _lone_commits(results: dict, found: dict, key: str = "lone_commits") -> tuple[dict, ...]:
     """found's lone commits' latencies, when the run had them."""
-    return (found[key],) if results.get("lone_commit_every_ms") else ()
+    return (found[key],) if had_lone_commit(results) else ()
 
 
 def _lone(commits: dict) -> str:

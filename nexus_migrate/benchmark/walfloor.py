@@ -39,7 +39,7 @@ import psycopg2
 
 from ..errors import OperatorError
 from .chain import (STANDBY_LAG, TARGETS_BACKFILL_RATIO, TARGETS_FLOOR_P99_RATIO, TARGETS_MAX_WRITE_MS,
-                    statement_kinds)
+                    had_lone_commit, statement_kinds)
 from .counters import Counters, difference
 from .report import Panel, size, target
 from .scratch import Server, connect
@@ -219,19 +219,19 @@ def report(results: dict) -> list[str]:
              f"its response {results['respond_after_ms']:g} ms later) while one session writes nothing but WAL: "
              f"a transaction of {results['message_bytes']:,}-byte messages every {results['tick_seconds']:g} s"
              + (f"; commit: the writer's lone commit every {results['lone_commit_every_ms']:g} ms"
-                if results.get("lone_commit_every_ms") else "")
+                if had_lone_commit(results) else "")
              + (f"; {len(rounds)} rounds, each in the order opposite to the one before" if len(rounds) > 1 else ""),
              results.get("standby") or "standby: none", "",
              f"{'round':>5} {'WAL rate':<34} {'asked/s':>9} {'written/s':>10} {'FPI':>7} {'ckpt':>5} {'p50':>7} "
              f"{'p99':>8} {'max ms':>8} {'failed':>6}"
-             + (f" {'commit p99':>10} {'max ms':>8}" if results.get("lone_commit_every_ms") else "") + f" {'lag s':>6}"]
+             + (f" {'commit p99':>10} {'max ms':>8}" if had_lone_commit(results) else "") + f" {'lag s':>6}"]
     for number, measured in enumerate(rounds, 1):
         for name, r in measured.items():
             w, lone, server = r["writes"], r["lone_commits"], r["server"]
             checkpoints = server["checkpoints_requested"] + server["checkpoints_timed"]
             lag = r.get("replay_lag_max_s")
             commit = (f" {_ms(lone['p99_ms']):>10} {_ms(lone['max_ms']):>8}"
-                      if results.get("lone_commit_every_ms") else "")
+                      if had_lone_commit(results) else "")
             lines.append(f"{number:>5} {name:<34} {size(r['rate_bytes_per_s']):>9} "
                          f"{size(server['wal_bytes'] / r['seconds']):>10} {server['wal_fpi']:>7,} {checkpoints:>5} "
                          f"{_ms(w['p50_ms']):>7} {_ms(w['p99_ms']):>8} {_ms(w['max_ms']):>8} {w['failed']:>6}{commit} "
