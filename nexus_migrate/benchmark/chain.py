@@ -45,8 +45,8 @@ from .report import LABEL, Panel, latency_header, latency_row, size, target
 from .scratch import Server, connect
 from .seed import BEFORE_003, DOMAINS, PRE_003, live_conversations, pre_003
 from .ways import APPLY, WAYS, is_backfill, migration_ids, migration_steps, observing_backfills, step_label
-from .writer import (LONE_COMMIT, LONE_COMMIT_EVERY, WAIT_SAMPLE_SECONDS, WRITER, chart_points, latency_stats,
-                     lock_waits, sampling_waits, writing)
+from .writer import (LONE_COMMIT, LONE_COMMIT_EVERY, WAIT_SAMPLE_SECONDS, WRITER, latency_stats, lock_waits,
+                     sampling_waits, writing)
 
 SCRATCH = {"upstream": "nexus_benchmark_chain_upstream", "ours": "nexus_benchmark_chain_ours"}
 FLOOR_COPY = "nexus_benchmark_chain_floor"
@@ -390,9 +390,7 @@ def _chain(server: Server, way: str, seeded_at, exact: bool, every: float, respo
             "lone_commits": latency_stats(written.commits, start, end, probe.pauses),
             "writer_waits": dict(waits.most_common()),
             "window": [round(start - origin, 3), round(end - origin, 3)],
-            "samples": {"inserts": chart_points(written.inserts, origin),
-                        "response updates": chart_points(written.updates, origin),
-                        "lone commits": chart_points(written.commits, origin)}}
+            "samples": written.chart_series(origin)}
         if replica:
             found["migrations"][migration_id].update(replica.lag_in(start, end))
     found["writes_during_backfills"] = latency_stats(during_backfills, float("-inf"), float("inf"))

@@ -45,7 +45,7 @@ from .report import Panel, size, target
 from .scratch import Server, connect
 from .seed import PRE_003, live_conversations, pre_003
 from .standby import MAX_REPLICA_LAG, Standby, attached, max_replica_lag
-from .writer import LONE_COMMIT_EVERY, chart_points, latency_stats, sampling_waits, writing
+from .writer import LONE_COMMIT_EVERY, latency_stats, sampling_waits, writing
 
 SCRATCH = "nexus_benchmark_wal_floor"
 DEFAULT_RATES_MB = (4.0, 8.0, 16.0)  # MB/s, besides 0 and the chain's
@@ -138,9 +138,7 @@ def measure(server: Server, rate: float, seconds: float, every: float, respond_a
              "server": wrote, "writes": latency_stats(written.inserts + written.updates, start, end),
              "lone_commits": latency_stats(written.commits, start, end),
              "writer_waits": dict(waits.most_common()),
-             "samples": {"inserts": chart_points(written.inserts, start),
-                         "response updates": chart_points(written.updates, start),
-                         "lone commits": chart_points(written.commits, start)}}
+             "samples": written.chart_series(start)}
     if replica:
         found.update(replica.lag_in(start, end))
         found["standby_lag"] = replica.chart_points(start, end, start)

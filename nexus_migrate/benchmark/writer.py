@@ -61,6 +61,11 @@ class Written:
     commits: list = field(default_factory=list)
     conversations: list | None = None  # where the conversations it continued stand
 
+    def chart_series(self, origin: float) -> dict:
+        """Each kind of statement's chart points (plot.SERIES_COLORS names them)."""
+        return {"inserts": chart_points(self.inserts, origin), "response updates": chart_points(self.updates, origin),
+                "lone commits": chart_points(self.commits, origin)}
+
 
 class _Due:
     """The responses waiting for their moment, in the order they fall due."""
