@@ -20,7 +20,7 @@ import psycopg2
 import pytest
 
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.benchmark import chain, standby, traffic, walfloor, walk, writecost
+from nexus_migrate.benchmark import chain, chainreport, standby, traffic, walfloor, walk, writecost
 from nexus_migrate.benchmark import writer as writer_module
 from nexus_migrate.benchmark.conversations import MEASURED, SCRATCH, builds_alone, measured_indexes
 from nexus_migrate.benchmark.plot import Panel, latency_chart
@@ -309,11 +309,11 @@ def test_the_chain_runs_each_migration_both_ways_with_inserts_and_responses_meas
         assert results["targets"][0]["met"] is None
     lone = ours["lone_commits_during_backfills"]
     assert lone["count"] == sum(s["lone_commits"]["count"] for s in ours["backfills"]) > 0
-    report = "\n".join(chain.report(results))
+    report = "\n".join(chainreport.report(results))
     assert f"a lone commit beside it p50 {lone['p50_ms']:g} / p99 {lone['p99_ms']:g}" in report
-    assert "lone commit" not in "\n".join(chain.report({**results, "lone_commit_every_ms": None}))
-    panels = chain.panels(results)
-    assert len(panels) == 2 and all(p.lines[chain.STANDBY_LAG] for p in panels)  # the lag beside the latencies
+    assert "lone commit" not in "\n".join(chainreport.report({**results, "lone_commit_every_ms": None}))
+    panels = chainreport.panels(results)
+    assert len(panels) == 2 and all(p.lines[chainreport.STANDBY_LAG] for p in panels)  # the lag beside the latencies
     assert all(p.series["lone commits"] for p in panels)
 
 
@@ -323,7 +323,7 @@ def test_the_chain_reports_each_backfills_wal_checkpoints_and_the_standbys_lag(b
     for way in ("upstream", "ours"):
         assert results["ways"][way]["backfills"]
         for step in results["ways"][way]["backfills"]:
-            rows, wal, checkpoints = chain.rows_changed(step), step["wal"], step["checkpoints"]
+            rows, wal, checkpoints = chainreport.rows_changed(step), step["wal"], step["checkpoints"]
             assert all(isinstance(wal[k], int) and wal[k] >= 0 for k in ("wal_bytes", "wal_records", "wal_fpi"))
             assert all(isinstance(n, int) and n >= 0 for n in checkpoints.values())
             assert rows > 0  # every backfill has rows to change in the seeded history
@@ -338,9 +338,9 @@ def test_the_chain_reports_each_backfills_wal_checkpoints_and_the_standbys_lag(b
         assert lag and all(ms >= 0 for _, ms, _ in lag)
     wal_target, lag_target = (next(t for t in results["targets"] if words in t["target"])
                               for words in ("the WAL of upstream's", "replay lag"))
-    assert wal_target["value"] == round(chain.wal_ratio(results), 2) and wal_target["met"] is not None
+    assert wal_target["value"] == round(chainreport.wal_ratio(results), 2) and wal_target["met"] is not None
     assert lag_target["met"] is not None
-    report = "\n".join(chain.report(results))
+    report = "\n".join(chainreport.report(results))
     assert "full-page images" in report and "the writer alone after our chain" in report
     assert "the writer alone on a fresh copy" in report and "no migration, on a fresh copy" in report
 
@@ -429,7 +429,7 @@ def test_the_wal_floor_writes_nothing_but_wal_at_each_rate_beside_the_writer_and
     assert first["the writer alone"]["emitted_bytes"] == 0 and first["1 MB/s"]["rate_bytes_per_s"] == 2**20
     ours = chain_run[0]["ways"]["ours"]["backfills"]
     upstream_seconds = sum(s["seconds"] for s in chain_run[0]["ways"]["upstream"]["backfills"])
-    needed = f"{chain.TARGETS_BACKFILL_RATIO:g} x upstream's time"
+    needed = f"{chainreport.TARGETS_BACKFILL_RATIO:g} x upstream's time"
     # at that rate, our backfills' WAL takes exactly the time the target allows
     assert (sum(s["wal"]["wal_bytes"] for s in ours) / first[needed]["rate_bytes_per_s"]
             == pytest.approx(2 * upstream_seconds, rel=0.01))
@@ -444,9 +444,9 @@ def test_the_wal_floor_writes_nothing_but_wal_at_each_rate_beside_the_writer_and
     # each round's p99 at the time target's rate is read against the same round's writer alone
     assert p99["ratios"] == [pytest.approx(m[needed]["writes"]["p99_ms"] / m["the writer alone"]["writes"]["p99_ms"],
                                            abs=1e-3) for m in (first, second)]
-    assert p99["met"] == (statistics.median(p99["ratios"]) <= chain.TARGETS_FLOOR_P99_RATIO)
+    assert p99["met"] == (statistics.median(p99["ratios"]) <= chainreport.TARGETS_FLOOR_P99_RATIO)
     alone_max = max(m["the writer alone"]["writes"]["max_ms"] for m in (first, second))
-    assert longest["met"] == (alone_max <= chain.TARGETS_MAX_WRITE_MS)
+    assert longest["met"] == (alone_max <= chainreport.TARGETS_MAX_WRITE_MS)
     report = "\n".join(walfloor.report(results))
     assert "2 rounds" in report and report.count("the writer alone") == 2 and len(walfloor.panels(results)) == 8
 

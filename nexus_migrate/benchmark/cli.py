@@ -14,20 +14,20 @@ from pathlib import Path
 from .. import PROJECT_ROOT
 from ..errors import OperatorError
 from . import __doc__ as DESCRIPTION
-from . import chain, conversations, standby, walk, walfloor, writecost, writer
+from . import chain, chainreport, conversations, standby, walk, walfloor, writecost, writer
 from .plot import require_matplotlib
 from .report import latency_chart, target_lines
 from .scratch import Server
 from .seed import REQUESTS_PER_CONVERSATION, SEEDED, seed
 
-# Each part: its module (run(), report(), panels()) and what it measures.
+# Each part: the module that reads its results (report(), panels()) and what it measures.
 PARTS = {
     "conversations": (conversations, "001 and 002 both ways with the writer inserting; the dashboard's views; "
                                      "each index built alone"),
-    "chain": (chain, "003 to 012 both ways with the writer inserting and recording responses, and a standby "
-                     "replaying; each backfill's time, row updates, WAL, full-page images, checkpoints and the "
-                     "standby's lag; the writer alone as long as our longest backfill, after our chain and on a "
-                     "fresh copy; the table's size and dead rows before and after"),
+    "chain": (chainreport, "003 to 012 both ways with the writer inserting and recording responses, and a standby "
+                           "replaying; each backfill's time, row updates, WAL, full-page images, checkpoints and the "
+                           "standby's lag; the writer alone as long as our longest backfill, after our chain and on a "
+                           "fresh copy; the table's size and dead rows before and after"),
     "write-cost": (writecost, "the proxy's writes, one request at a time, on our schema after 011 and on a copy "
                               "with upstream's index set: requests per second, WAL per request, index sizes"),
     "walk": (walk, "005's backfill alone after 003 and 004, no writer, at --walk-max-wal-size: upstream's 005 in "

@@ -38,8 +38,8 @@ import time
 import psycopg2
 
 from ..errors import OperatorError
-from .chain import (STANDBY_LAG, TARGETS_BACKFILL_RATIO, TARGETS_FLOOR_P99_RATIO, TARGETS_MAX_WRITE_MS,
-                    had_lone_commit, statement_kinds)
+from .chainreport import (STANDBY_LAG, TARGETS_BACKFILL_RATIO, TARGETS_FLOOR_P99_RATIO, TARGETS_MAX_WRITE_MS,
+                          had_lone_commit, statement_kinds)
 from .counters import Counters, difference
 from .report import Panel, size, target
 from .scratch import Server, connect
