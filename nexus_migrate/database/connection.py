@@ -70,6 +70,11 @@ NO_HBA_ENTRY = ("{server} does not let role {user} connect to database {dbname} 
 IN_SESSION = {
     "42501": "role {user} lacks a right this needs ({detail}): run scripts/migrate as the role that owns "
              f"the schema ({LEAST_PRIVILEGE})",
+    # A statement_timeout (index builds, validations and ANALYZE run past it)
+    # or an operator's pg_cancel_backend().
+    "57014": "{detail}: a DDL statement or backfill batch ran past the statement_timeout of role {user} or its "
+             "database, or someone cancelled it; what was committed is kept and the next run goes on from there "
+             "(to lift the timeout for one run: PGOPTIONS='-c statement_timeout=0')",
 }
 # Failures on the client's side (libpq's own messages): no server answered, so
 # there is no SQLSTATE, only libpq's English text.

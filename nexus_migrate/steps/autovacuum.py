@@ -53,6 +53,7 @@ from psycopg2 import sql
 
 from ..database.connection import session_parameters
 from .statement import labelled
+from .statement_timeout import LIFTED, lifted
 
 CHECK_SECONDS = 0.1
 APPLICATION_NAME_BYTES = 63  # what PostgreSQL keeps
@@ -123,6 +124,7 @@ class AutovacuumKeptOff:
             session.autocommit = True
             with session.cursor() as cur:
                 cur.execute(GUARD_LOCK_TIMEOUT)
+                cur.execute(LIFTED)
             session.autocommit = False
             lock = sql.SQL("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE").format(
                 sql.SQL(self.table))  # quoted by the server (QUALIFIED)
@@ -161,7 +163,8 @@ def analyze_changed(conn, table: str, name: str) -> str:
             return "no table to analyze"
         cur.execute("SELECT set_config('lock_timeout', %s, false)", (ANALYZE_LOCK_TIMEOUT,))
         try:
-            cur.execute(labelled(name, ANALYZE, f"ANALYZE {row[0]}"))  # quoted by the server (QUALIFIED)
+            with lifted(cur):
+                cur.execute(labelled(name, ANALYZE, f"ANALYZE {row[0]}"))  # quoted by the server (QUALIFIED)
             return f"analyzed {row[0]}"
         except psycopg2.errors.LockNotAvailable:
             return f"left {row[0]} to autovacuum's ANALYZE: another session holds the lock it takes"

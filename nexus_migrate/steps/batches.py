@@ -34,6 +34,7 @@ from .autovacuum import AutovacuumKeptOff, analyze_changed
 from .lock_retries import LockNotGranted, in_transactions_with_lock_retries
 from .settings import backoff_seconds, lock_attempts, positive_setting, progress_seconds
 from .statement import labelled
+from .statement_timeout import lifted
 from .throttle import Throttle
 
 # A batch reads one range of the walk and looks the rows it needs up by key: a
@@ -193,8 +194,9 @@ def _first_words(rule) -> str:
 def _estimate(conn, rule) -> int | None:
     """How many rows the walk visits: for an index walk, counted (an index-only
     scan of the few rows that have a value); else the table's rows from the
-    statistics, counted when it is small and has none yet; None when unknown."""
-    with conn.cursor() as cur:
+    statistics, counted when it is small and has none yet; None when unknown.
+    A read that blocks nothing: past the session's statement_timeout."""
+    with conn.cursor() as cur, lifted(cur):
         if rule.walk_by:
             cur.execute(f"SELECT count(*) FROM {rule.walk} WHERE {rule.walk_by} IS NOT NULL")
             return cur.fetchone()[0]

@@ -64,7 +64,7 @@ class Constraint:
 
     def _validate(self, conn, name: str) -> None:
         try:
-            run_with_lock_retries(conn, self._validate_sql(name))
+            run_with_lock_retries(conn, self._validate_sql(name), past_statement_timeout=True)
         except (psycopg2.errors.CheckViolation, psycopg2.errors.ForeignKeyViolation) as exc:
             raise OperatorError(
                 f"{name} checks new rows of {self.table} already, but existing rows break it "

@@ -11,6 +11,7 @@ from psycopg2 import sql
 from ..errors import OperatorError
 from .sql_tree import Drops, Relation, TypeChange, Unreadable, drops, shown
 from .statement import first_line
+from .statement_timeout import lifted
 
 ALLOW_DATA_LOSS = "NEXUS_ALLOW_DATA_LOSS"
 ALLOW_DATA_LOSS_OPTION = "--allow-data-loss"  # scripts/migrate rollback's spelling of it
@@ -48,7 +49,7 @@ def data_at_risk(conn, steps) -> list[str]:
     """What of the stored data the rollbacks of steps would drop, in words."""
     loss = destroys(steps)
     found = []
-    with conn.cursor() as cur:
+    with conn.cursor() as cur, lifted(cur):  # reads, which may scan a whole table and block no one
         counted = set()  # the tables named already, by oid: a schema's drop names the others
         for table in loss.tables:
             oid = _table_oid(cur, table)

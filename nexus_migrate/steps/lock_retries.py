@@ -13,6 +13,7 @@ import psycopg2.errors
 from ..errors import OperatorError
 from .settings import backoff_seconds, lock_attempts, lock_timeout_ms
 from .statement import first_line
+from .statement_timeout import LIFTED_IN_TRANSACTION
 
 
 class LockNotGranted(OperatorError):
@@ -121,6 +122,14 @@ def in_transactions_with_lock_retries(conn, work, *, what: str, wait_for: str | 
     )
 
 
-def run_with_lock_retries(conn, sql: str) -> None:
-    in_transactions_with_lock_retries(conn, lambda cur: cur.execute(sql), what=f"the lock for «{first_line(sql)}»",
-                                      wait_for=sql)
+def run_with_lock_retries(conn, sql: str, *, past_statement_timeout: bool = False) -> None:
+    """sql in transactions with lock retries; past_statement_timeout: one
+    that takes as long as the table is large and blocks no write (a
+    constraint's validation), free of the session's statement_timeout."""
+
+    def work(cur) -> None:
+        if past_statement_timeout:
+            cur.execute(LIFTED_IN_TRANSACTION)
+        cur.execute(sql)
+
+    in_transactions_with_lock_retries(conn, work, what=f"the lock for «{first_line(sql)}»", wait_for=sql)

@@ -1,0 +1,153 @@
+"""A statement_timeout that the operator gave the proxy's database (or role):
+the statements that take as long as the table is large and block no write
+run past it, so the migrations finish; DDL stays under it, and one cut short
+ends in one line that says how to lift it for a run."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import psycopg2
+import psycopg2.errors
+import pytest
+from psycopg2 import sql
+
+from nexus_migrate import PROJECT_ROOT
+from nexus_migrate.database.catalog import applied_migrations
+from nexus_migrate.proxy.schema import verify
+from nexus_migrate.steps.autovacuum import ANALYZE
+from nexus_migrate.steps.lock_retries import run_with_lock_retries
+
+from .conftest import assert_one_line_error, run_script, wait_until
+from .history import history, store
+from .migrations import ALL
+from .test_backfill import UP_TO_002, add_later_columns
+from .test_busy_table import invalid_indexes
+from .traffic import WAITING_BUILD, hold_old_snapshot, hold_read_lock, start_migrate
+
+TIMEOUT_S = 0.5
+# Long enough past TIMEOUT_S that a statement still under it would have been cancelled.
+PAST_IT_S = 3 * TIMEOUT_S
+
+WAITING = "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s)"
+
+
+def timeout_for_new_sessions(db) -> None:
+    """statement_timeout for every session that connects from now on, as
+    ALTER DATABASE (or ALTER ROLE) sets it on a production server."""
+    with db.cursor() as cur:
+        cur.execute("SELECT current_database()")
+        cur.execute(sql.SQL("ALTER DATABASE {} SET statement_timeout = {}").format(
+            sql.Identifier(cur.fetchone()[0]), sql.Literal(f"{TIMEOUT_S * 1000:g}ms")))
+
+
+def test_an_index_build_waiting_past_the_statement_timeout_finishes(yoyo, db, database_url):
+    """CREATE INDEX CONCURRENTLY waits for an old snapshot well past the
+    database's statement_timeout, then builds: 002 is applied."""
+    yoyo("apply", "-r", ALL[1])
+    old_snapshot = hold_old_snapshot(database_url)
+    timeout_for_new_sessions(db)
+    try:
+        apply = start_migrate("apply", "--batch", "-r", ALL[2], DATABASE_URL=database_url)
+        with db.cursor() as cur:
+            wait_until(lambda: cur.execute(WAITING_BUILD) or cur.fetchone(), "002's first index build to wait")
+        time.sleep(PAST_IT_S)
+    finally:
+        old_snapshot.close()
+    out, err = apply.communicate(timeout=300)
+    assert apply.returncode == 0, err
+    assert applied_migrations(db) == ALL[:3]
+    assert invalid_indexes(db) == 0 and verify(db) == []
+
+
+def test_a_backfills_analyze_waiting_past_the_statement_timeout_finishes(yoyo, db, database_url):
+    """The ANALYZE after a backfill waits for a lock (a long VACUUM's, say)
+    well past the statement_timeout, then runs: the backfill reports it
+    analyzed the table and succeeds."""
+    yoyo("apply", "-r", UP_TO_002)
+    add_later_columns(db)
+    store(db, history())
+    first = run_script(PROJECT_ROOT, "migrate", "apply", "--batch", "-r", ALL[3], DATABASE_URL=database_url)
+    assert first.returncode == 0, first.stderr
+    with db.cursor() as cur:  # links for the backfill to give again
+        cur.execute("UPDATE api_requests SET parent_task_request_id = NULL WHERE parent_task_request_id IS NOT NULL")
+    holder = psycopg2.connect(database_url)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE api_requests IN SHARE UPDATE EXCLUSIVE MODE")
+        timeout_for_new_sessions(db)
+        backfill = start_migrate("backfill", "003", DATABASE_URL=database_url)
+        with db.cursor() as cur:
+            wait_until(lambda: cur.execute(WAITING, (f"%{ANALYZE}%",)) or cur.fetchone()[0],
+                       "the backfill's ANALYZE to wait for the lock")
+        time.sleep(PAST_IT_S)
+    finally:
+        holder.close()
+    out, err = backfill.communicate(timeout=300)
+    assert backfill.returncode == 0, err
+    assert re.search(r"^003 sub-task links: analyzed public\.api_requests in [\d.]+ s$", out, re.M), out
+
+
+@pytest.mark.parametrize("past_statement_timeout", [True, False])
+def test_only_a_statement_marked_long_runs_past_the_sessions_statement_timeout(db, past_statement_timeout):
+    """In transactions with lock retries, as a constraint's validation runs
+    (marked) and DDL does (not): the session's own timeout is in force again
+    afterwards."""
+    with db.cursor() as cur:
+        cur.execute(f"SET statement_timeout = '{TIMEOUT_S * 1000:g}ms'")
+        cur.execute("SHOW statement_timeout")
+        before = cur.fetchone()[0]
+    long_statement = f"SELECT pg_sleep({PAST_IT_S})"
+    if past_statement_timeout:
+        run_with_lock_retries(db, long_statement, past_statement_timeout=True)
+    else:
+        with pytest.raises(psycopg2.errors.QueryCanceled):
+            run_with_lock_retries(db, long_statement)
+    with db.cursor() as cur:
+        cur.execute("SHOW statement_timeout")
+        assert cur.fetchone()[0] == before
+
+
+def test_ddl_cut_short_by_the_statement_timeout_says_how_to_lift_it_and_a_rerun_finishes(yoyo, db, database_url):
+    """003's ADD COLUMN waits for a reader's lock (the lock_timeout raised
+    past the statement_timeout): the server cancels it at the statement
+    timeout, and scripts/migrate says so in one line; once the reader is
+    gone, the same command applies 003."""
+    yoyo("apply", "-r", UP_TO_002)
+    timeout_for_new_sessions(db)
+    reader = hold_read_lock(database_url)
+    try:
+        cut = run_script(PROJECT_ROOT, "migrate", "apply", "--batch", "-r", ALL[3], DATABASE_URL=database_url,
+                         NEXUS_LOCK_TIMEOUT_MS=str(int(10 * TIMEOUT_S * 1000)), NEXUS_LOCK_ATTEMPTS="1")
+    finally:
+        reader.close()
+    assert_one_line_error(cut, "statement timeout", "PGOPTIONS='-c statement_timeout=0'")
+    assert applied_migrations(db) == ALL[:3]
+    again = run_script(PROJECT_ROOT, "migrate", "apply", "--batch", "-r", ALL[3], DATABASE_URL=database_url)
+    assert again.returncode == 0, again.stderr
+    assert applied_migrations(db) == ALL[:4]
+
+
+def test_the_rollback_guards_look_at_a_table_waiting_past_the_statement_timeout_finishes(yoyo, db, database_url):
+    """Before 011's rollback drops conversation_analyses, the guard looks
+    for rows in it; kept waiting there (by a session that holds the table
+    locked) well past the statement_timeout, it looks, finds none, and the
+    rollback goes on."""
+    assert yoyo("apply") == 0
+    assert yoyo("rollback", "-r", ALL[-1]) == 0
+    holder = psycopg2.connect(database_url)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE conversation_analyses IN ACCESS EXCLUSIVE MODE")
+        timeout_for_new_sessions(db)
+        rollback = start_migrate("rollback", "--batch", "-r", ALL[-2], DATABASE_URL=database_url)
+        with db.cursor() as cur:
+            wait_until(lambda: cur.execute(WAITING, ("%conversation_analyses%",)) or cur.fetchone()[0],
+                       "the guard's look at conversation_analyses to wait for the lock")
+        time.sleep(PAST_IT_S)
+    finally:
+        holder.close()
+    out, err = rollback.communicate(timeout=300)
+    assert rollback.returncode == 0, err
+    assert applied_migrations(db) == ALL[:-2]
