@@ -75,6 +75,10 @@ IN_SESSION = {
     "57014": "{detail}: a DDL statement or backfill batch ran past the statement_timeout of role {user} or its "
              "database, or someone cancelled it; what was committed is kept and the next run goes on from there "
              "(to lift the timeout for one run: PGOPTIONS='-c statement_timeout=0')",
+    # A lock_timeout of the role's or database's, where no step set its own.
+    "55P03": "{detail}: a statement waited past the lock_timeout of role {user} or its database for a lock "
+             "another session holds; what was committed is kept and the next run goes on from there (to lift "
+             "the timeout for one run: PGOPTIONS='-c lock_timeout=0')",
 }
 # Failures on the client's side (libpq's own messages): no server answered, so
 # there is no SQLSTATE, only libpq's English text.

@@ -53,7 +53,7 @@ from psycopg2 import sql
 
 from ..database.connection import session_parameters
 from .statement import labelled
-from .statement_timeout import LIFTED, lifted
+from .timeouts import LIFTED, lifted
 
 CHECK_SECONDS = 0.1
 APPLICATION_NAME_BYTES = 63  # what PostgreSQL keeps

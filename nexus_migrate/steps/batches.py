@@ -34,7 +34,7 @@ from .autovacuum import AutovacuumKeptOff, analyze_changed
 from .lock_retries import LockNotGranted, in_transactions_with_lock_retries
 from .settings import backoff_seconds, lock_attempts, positive_setting, progress_seconds
 from .statement import labelled
-from .statement_timeout import lifted
+from .timeouts import lifted
 from .throttle import Throttle
 
 # A batch reads one range of the walk and looks the rows it needs up by key: a

@@ -11,7 +11,7 @@ from psycopg2 import sql
 from ..errors import OperatorError
 from .sql_tree import Drops, Relation, TypeChange, Unreadable, drops, shown
 from .statement import first_line
-from .statement_timeout import lifted
+from .timeouts import lifted
 
 ALLOW_DATA_LOSS = "NEXUS_ALLOW_DATA_LOSS"
 ALLOW_DATA_LOSS_OPTION = "--allow-data-loss"  # scripts/migrate rollback's spelling of it

@@ -13,7 +13,7 @@ import psycopg2.errors
 from ..errors import OperatorError
 from .settings import backoff_seconds, lock_attempts, lock_timeout_ms
 from .statement import first_line
-from .statement_timeout import LIFTED_IN_TRANSACTION
+from .timeouts import LIFTED_IN_TRANSACTION
 
 
 class LockNotGranted(OperatorError):

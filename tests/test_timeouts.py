@@ -1,12 +1,14 @@
-"""A statement_timeout that the operator gave the proxy's database (or role):
-the statements that take as long as the table is large and block no write
-run past it, so the migrations finish; DDL stays under it, and one cut short
-ends in one line that says how to lift it for a run."""
+"""The timeouts that the operator gave the proxy's database (or role): the
+statements that take as long as the table is large and hold up no write run
+past a statement_timeout, and a concurrent index build past a lock_timeout,
+so the migrations finish; DDL stays under them, and one cut short ends in one
+line that says how to lift it for a run."""
 
 from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 
 import psycopg2
 import psycopg2.errors
@@ -33,21 +35,42 @@ PAST_IT_S = 3 * TIMEOUT_S
 WAITING = "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s)"
 
 
-def timeout_for_new_sessions(db) -> None:
-    """statement_timeout for every session that connects from now on, as
+@contextmanager
+def lock_held(url: str, table: str, mode: str):
+    """Another session holding table locked in mode while the block runs."""
+    holder = psycopg2.connect(url)
+    try:
+        with holder.cursor() as cur:
+            cur.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(sql.Identifier(table), sql.SQL(mode)))
+        yield
+    finally:
+        holder.close()
+
+
+def waited_past_the_timeout(db, query_like: str, what: str) -> None:
+    """Once a statement like query_like waits for a lock: well past the timeout."""
+    with db.cursor() as cur:
+        wait_until(lambda: cur.execute(WAITING, (query_like,)) or cur.fetchone()[0], what)
+    time.sleep(PAST_IT_S)
+
+
+def timeout_for_new_sessions(db, setting: str = "statement_timeout") -> None:
+    """setting (a timeout) for every session that connects from now on, as
     ALTER DATABASE (or ALTER ROLE) sets it on a production server."""
     with db.cursor() as cur:
         cur.execute("SELECT current_database()")
-        cur.execute(sql.SQL("ALTER DATABASE {} SET statement_timeout = {}").format(
-            sql.Identifier(cur.fetchone()[0]), sql.Literal(f"{TIMEOUT_S * 1000:g}ms")))
+        cur.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+            sql.Identifier(cur.fetchone()[0]), sql.Identifier(setting), sql.Literal(f"{TIMEOUT_S * 1000:g}ms")))
 
 
-def test_an_index_build_waiting_past_the_statement_timeout_finishes(yoyo, db, database_url):
+@pytest.mark.parametrize("setting", ["statement_timeout", "lock_timeout"])
+def test_an_index_build_waiting_past_the_databases_timeout_finishes(yoyo, db, database_url, setting):
     """CREATE INDEX CONCURRENTLY waits for an old snapshot well past the
-    database's statement_timeout, then builds: 002 is applied."""
+    database's statement_timeout or lock_timeout, then builds: 002 is
+    applied."""
     yoyo("apply", "-r", ALL[1])
     old_snapshot = hold_old_snapshot(database_url)
-    timeout_for_new_sessions(db)
+    timeout_for_new_sessions(db, setting)
     try:
         apply = start_migrate("apply", "--batch", "-r", ALL[2], DATABASE_URL=database_url)
         with db.cursor() as cur:
@@ -72,18 +95,10 @@ def test_a_backfills_analyze_waiting_past_the_statement_timeout_finishes(yoyo, d
     assert first.returncode == 0, first.stderr
     with db.cursor() as cur:  # links for the backfill to give again
         cur.execute("UPDATE api_requests SET parent_task_request_id = NULL WHERE parent_task_request_id IS NOT NULL")
-    holder = psycopg2.connect(database_url)
-    try:
-        with holder.cursor() as cur:
-            cur.execute("LOCK TABLE api_requests IN SHARE UPDATE EXCLUSIVE MODE")
+    with lock_held(database_url, "api_requests", "SHARE UPDATE EXCLUSIVE"):  # as a long VACUUM holds it
         timeout_for_new_sessions(db)
         backfill = start_migrate("backfill", "003", DATABASE_URL=database_url)
-        with db.cursor() as cur:
-            wait_until(lambda: cur.execute(WAITING, (f"%{ANALYZE}%",)) or cur.fetchone()[0],
-                       "the backfill's ANALYZE to wait for the lock")
-        time.sleep(PAST_IT_S)
-    finally:
-        holder.close()
+        waited_past_the_timeout(db, f"%{ANALYZE}%", "the backfill's ANALYZE to wait for the lock")
     out, err = backfill.communicate(timeout=300)
     assert backfill.returncode == 0, err
     assert re.search(r"^003 sub-task links: analyzed public\.api_requests in [\d.]+ s$", out, re.M), out
@@ -136,18 +151,27 @@ def test_the_rollback_guards_look_at_a_table_waiting_past_the_statement_timeout_
     rollback goes on."""
     assert yoyo("apply") == 0
     assert yoyo("rollback", "-r", ALL[-1]) == 0
-    holder = psycopg2.connect(database_url)
-    try:
-        with holder.cursor() as cur:
-            cur.execute("LOCK TABLE conversation_analyses IN ACCESS EXCLUSIVE MODE")
+    with lock_held(database_url, "conversation_analyses", "ACCESS EXCLUSIVE"):
         timeout_for_new_sessions(db)
         rollback = start_migrate("rollback", "--batch", "-r", ALL[-2], DATABASE_URL=database_url)
-        with db.cursor() as cur:
-            wait_until(lambda: cur.execute(WAITING, ("%conversation_analyses%",)) or cur.fetchone()[0],
-                       "the guard's look at conversation_analyses to wait for the lock")
-        time.sleep(PAST_IT_S)
-    finally:
-        holder.close()
+        waited_past_the_timeout(db, "%conversation_analyses%", "the guard's look at the table to wait for the lock")
     out, err = rollback.communicate(timeout=300)
     assert rollback.returncode == 0, err
+    assert applied_migrations(db) == ALL[:-2]
+
+
+def test_the_rollback_guard_kept_waiting_past_the_databases_lock_timeout_says_how_to_lift_it(yoyo, db,
+                                                                                              database_url):
+    """The guard's look is a read, under the role's or database's lock_timeout
+    like any read of the proxy's: held up past it, the rollback stops with
+    one line, and the same command finishes once the holder is gone."""
+    assert yoyo("apply") == 0
+    assert yoyo("rollback", "-r", ALL[-1]) == 0
+    timeout_for_new_sessions(db, "lock_timeout")
+    with lock_held(database_url, "conversation_analyses", "ACCESS EXCLUSIVE"):
+        cut = run_script(PROJECT_ROOT, "migrate", "rollback", "--batch", "-r", ALL[-2], DATABASE_URL=database_url)
+    assert_one_line_error(cut, "lock timeout", "PGOPTIONS='-c lock_timeout=0'")
+    assert applied_migrations(db) == ALL[:-1]
+    again = run_script(PROJECT_ROOT, "migrate", "rollback", "--batch", "-r", ALL[-2], DATABASE_URL=database_url)
+    assert again.returncode == 0, again.stderr
     assert applied_migrations(db) == ALL[:-2]
