@@ -20,6 +20,7 @@ from nexus_migrate.database.catalog import applied_migrations
 from nexus_migrate.proxy.schema import verify
 from nexus_migrate.steps.autovacuum import ANALYZE
 from nexus_migrate.steps.lock_retries import run_with_lock_retries
+from nexus_migrate.steps.timeouts import STATEMENT_TIMEOUTS
 
 from .conftest import assert_one_line_error, run_script, wait_until
 from .history import history, store
@@ -84,10 +85,13 @@ def test_an_index_build_waiting_past_the_databases_timeout_finishes(yoyo, db, da
     assert invalid_indexes(db) == 0 and verify(db) == []
 
 
-def test_a_backfills_analyze_waiting_past_the_statement_timeout_finishes(yoyo, db, database_url):
+@pytest.mark.parametrize("setting", STATEMENT_TIMEOUTS)
+def test_a_backfills_analyze_waiting_past_the_databases_timeout_finishes(yoyo, db, database_url, setting):
     """The ANALYZE after a backfill waits for a lock (a long VACUUM's, say)
-    well past the statement_timeout, then runs: the backfill reports it
-    analyzed the table and succeeds."""
+    well past the statement_timeout (or, from PostgreSQL 17 on, the
+    transaction_timeout, whose expiry ends the session), then runs: the
+    backfill reports it analyzed the table and succeeds."""
+    skip_before_17(db, setting)
     yoyo("apply", "-r", UP_TO_002)
     add_later_columns(db)
     store(db, history())
@@ -96,7 +100,7 @@ def test_a_backfills_analyze_waiting_past_the_statement_timeout_finishes(yoyo, d
     with db.cursor() as cur:  # links for the backfill to give again
         cur.execute("UPDATE api_requests SET parent_task_request_id = NULL WHERE parent_task_request_id IS NOT NULL")
     with lock_held(database_url, "api_requests", "SHARE UPDATE EXCLUSIVE"):  # as a long VACUUM holds it
-        timeout_for_new_sessions(db)
+        timeout_for_new_sessions(db, setting)
         backfill = start_migrate("backfill", "003", DATABASE_URL=database_url)
         waited_past_the_timeout(db, f"%{ANALYZE}%", "the backfill's ANALYZE to wait for the lock")
     out, err = backfill.communicate(timeout=300)
@@ -104,24 +108,36 @@ def test_a_backfills_analyze_waiting_past_the_statement_timeout_finishes(yoyo, d
     assert re.search(r"^003 sub-task links: analyzed public\.api_requests in [\d.]+ s$", out, re.M), out
 
 
-@pytest.mark.parametrize("past_statement_timeout", [True, False])
-def test_only_a_statement_marked_long_runs_past_the_sessions_statement_timeout(db, past_statement_timeout):
-    """In transactions with lock retries, as a constraint's validation runs
-    (marked) and DDL does (not): the session's own timeout is in force again
-    afterwards."""
+def skip_before_17(db, setting: str) -> None:
+    if setting == "transaction_timeout" and db.server_version < 170000:
+        pytest.skip("transaction_timeout is new in PostgreSQL 17")
+
+
+def sessions(db, setting: str) -> str:
+    with db.cursor() as cur:
+        cur.execute(sql.SQL("SHOW {}").format(sql.Identifier(setting)))
+        return cur.fetchone()[0]
+
+
+@pytest.mark.parametrize("setting", STATEMENT_TIMEOUTS)
+def test_a_statement_marked_long_runs_past_the_sessions_timeout_in_transactions_with_lock_retries(db, setting):
+    """As a constraint's validation runs: past the session's statement_timeout
+    or transaction_timeout, which are in force again afterwards."""
+    skip_before_17(db, setting)
+    with db.cursor() as cur:
+        cur.execute(sql.SQL("SET {} = {}").format(sql.Identifier(setting), sql.Literal(f"{TIMEOUT_S * 1000:g}ms")))
+    before = sessions(db, setting)
+    run_with_lock_retries(db, f"SELECT pg_sleep({PAST_IT_S})", past_statement_timeout=True)
+    assert sessions(db, setting) == before
+
+
+def test_ddl_in_transactions_with_lock_retries_stays_under_the_sessions_statement_timeout(db):
     with db.cursor() as cur:
         cur.execute(f"SET statement_timeout = '{TIMEOUT_S * 1000:g}ms'")
-        cur.execute("SHOW statement_timeout")
-        before = cur.fetchone()[0]
-    long_statement = f"SELECT pg_sleep({PAST_IT_S})"
-    if past_statement_timeout:
-        run_with_lock_retries(db, long_statement, past_statement_timeout=True)
-    else:
-        with pytest.raises(psycopg2.errors.QueryCanceled):
-            run_with_lock_retries(db, long_statement)
-    with db.cursor() as cur:
-        cur.execute("SHOW statement_timeout")
-        assert cur.fetchone()[0] == before
+    before = sessions(db, "statement_timeout")
+    with pytest.raises(psycopg2.errors.QueryCanceled):
+        run_with_lock_retries(db, f"SELECT pg_sleep({PAST_IT_S})")
+    assert sessions(db, "statement_timeout") == before
 
 
 def test_ddl_cut_short_by_the_statement_timeout_says_how_to_lift_it_and_a_rerun_finishes(yoyo, db, database_url):

@@ -126,8 +126,9 @@ def header(migrations, direction: str, where: str) -> str:
         "-- When a transaction's lock_timeout expires the runner rolls it back, waits and tries it again,",
         f"-- {lock_attempts()} attempts in all (NEXUS_LOCK_ATTEMPTS).",
         "-- Index builds and drops, constraint validations, a backfill's ANALYZE and the rollback guard's",
-        "-- reads run with statement_timeout = 0, and index builds and drops with lock_timeout = 0 too",
-        "-- (not shown); every other statement under the session's own or its step's lock_timeout.",
+        "-- reads run with statement_timeout (and transaction_timeout) = 0, index builds and drops with",
+        "-- lock_timeout = 0 too (not shown); every other statement under the session's own timeouts",
+        "-- or its step's lock_timeout.",
         f"-- After each migration yoyo records the {direction} in {migration_table()} and _yoyo_log (not shown).",
     ])
 

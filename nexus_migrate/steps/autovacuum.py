@@ -169,4 +169,5 @@ def analyze_changed(conn, table: str, name: str) -> str:
         except psycopg2.errors.LockNotAvailable:
             return f"left {row[0]} to autovacuum's ANALYZE: another session holds the lock it takes"
         finally:
-            cur.execute("RESET lock_timeout")
+            if not conn.closed:  # (a session the server ended: its own error says why)
+                cur.execute("RESET lock_timeout")

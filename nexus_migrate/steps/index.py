@@ -19,7 +19,7 @@ from ..proxy.schema import equivalent_index, index_definition, index_state
 from .settings import progress_seconds
 from .sql_tree import created_index, dropped_index
 from .statement import Statement, statements_of
-from .timeouts import LOCK_TIMEOUT, STATEMENT_TIMEOUT, lifted
+from .timeouts import LOCK_TIMEOUT, lifted
 
 # Every index step of the migrations by name, as the migration files create
 # them: a retired index is built again on rollback with its own statement.
@@ -54,7 +54,7 @@ class Index:
         return [self.blocking_sql]
 
     def apply(self, conn) -> None:
-        with conn.cursor() as cur, lifted(cur, STATEMENT_TIMEOUT, LOCK_TIMEOUT):
+        with conn.cursor() as cur, lifted(cur, LOCK_TIMEOUT):
             if index_state(cur, self.name) == "invalid":
                 print(f"{self.name}: dropping the INVALID index an interrupted build left", flush=True)
                 cur.execute(self.rollback_sql)
@@ -87,7 +87,7 @@ class Index:
                 raise psycopg2.DataError(f"index {self.name} is not valid after its build")
 
     def rollback(self, conn) -> None:
-        with conn.cursor() as cur, lifted(cur, STATEMENT_TIMEOUT, LOCK_TIMEOUT):
+        with conn.cursor() as cur, lifted(cur, LOCK_TIMEOUT):
             cur.execute(self.rollback_sql)
 
 
@@ -183,7 +183,7 @@ class RetiredIndex:
         return [_without_concurrently(self.apply_sql)]
 
     def apply(self, conn) -> None:
-        with conn.cursor() as cur, lifted(cur, STATEMENT_TIMEOUT, LOCK_TIMEOUT):
+        with conn.cursor() as cur, lifted(cur, LOCK_TIMEOUT):
             if self.replaced_by and equivalent_index(cur, self.replaced_by) is None:
                 raise OperatorError(
                     f"{self.name} is not dropped: {self.replaced_by}, which serves its queries, is missing or "
