@@ -195,7 +195,7 @@ def _estimate(conn, rule) -> int | None:
     """How many rows the walk visits: for an index walk, counted (an index-only
     scan of the few rows that have a value); else the table's rows from the
     statistics, counted when it is small and has none yet; None when unknown.
-    A read that blocks nothing: past the session's statement_timeout."""
+    A read that blocks nothing: past the session's statement timeouts."""
     with conn.cursor() as cur, lifted(cur):
         if rule.walk_by:
             cur.execute(f"SELECT count(*) FROM {rule.walk} WHERE {rule.walk_by} IS NOT NULL")

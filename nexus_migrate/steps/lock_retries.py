@@ -125,7 +125,7 @@ def in_transactions_with_lock_retries(conn, work, *, what: str, wait_for: str | 
 def run_with_lock_retries(conn, sql: str, *, past_statement_timeout: bool = False) -> None:
     """sql in transactions with lock retries; past_statement_timeout: one
     that takes as long as the table is large and blocks no write (a
-    constraint's validation), free of the session's statement_timeout."""
+    constraint's validation), free of the session's statement timeouts."""
 
     def work(cur) -> None:
         if past_statement_timeout:
