@@ -165,15 +165,15 @@ def mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
 
 
-def wait_until(condition, what: str, deadline: float = 120):
-    """Poll condition() until it holds, and return what it returned. The
-    deadline only keeps a broken run from hanging the suite; nothing here
-    measures how long anything takes."""
+def wait_until(condition, what: str, deadline: float = 120, every: float = 0.05):
+    """Poll condition() every `every` seconds until it holds, and return what
+    it returned. The deadline only keeps a broken run from hanging the suite;
+    nothing here measures how long anything takes."""
     give_up = time.monotonic() + deadline
     while not (value := condition()):
         if time.monotonic() > give_up:
             pytest.fail(f"gave up waiting until {what}")
-        time.sleep(0.05)
+        time.sleep(every)
     return value
 
 
