@@ -47,7 +47,7 @@ WRITER_DOMAIN = "writer.example.com"
 FLUSH_WAIT_SECONDS = 10.0
 LONE_COMMIT = "nexus-benchmark-lone-commit"  # the application_name of the session that commits alone
 LONE_COMMIT_EVERY = 0.05
-COMMIT_ALONE = "SELECT pg_logical_emit_message(true, 'nexus-benchmark-lone-commit', '')"
+COMMIT_ALONE = f"SELECT pg_logical_emit_message(true, '{LONE_COMMIT}', '')"
 
 
 @dataclass
