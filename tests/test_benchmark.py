@@ -20,7 +20,7 @@ import psycopg2
 import pytest
 
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.benchmark import chain, chainreport, standby, traffic, walfloor, walk, writecost
+from nexus_migrate.benchmark import chain, chainreport, checkpointer, standby, traffic, walfloor, walk, writecost
 from nexus_migrate.benchmark import writer as writer_module
 from nexus_migrate.benchmark.conversations import MEASURED, SCRATCH, builds_alone, measured_indexes
 from nexus_migrate.benchmark.plot import Panel, latency_chart
@@ -343,6 +343,12 @@ def test_the_chain_reports_each_backfills_wal_checkpoints_and_the_standbys_lag(b
     report = "\n".join(chainreport.report(results))
     assert "full-page images" in report and "the writer alone after our chain" in report
     assert "the writer alone on a fresh copy" in report and "no migration, on a fresh copy" in report
+    # the checkpointer was sampled through the backfills (the test's role is a superuser)
+    for way in ("upstream", "ours"):
+        found = results["ways"][way]["checkpointer_during_backfills"]
+        assert found["sampled"] and sum(found["backfills"].values()) == pytest.approx(1, abs=0.001)
+        assert f"the checkpointer during {way} backfills" in report
+        assert any(m["checkpointer"] for m in results["ways"][way]["migrations"].values())
 
 
 
@@ -568,6 +574,46 @@ def test_the_sampler_names_the_lock_an_insert_of_the_writer_waits_for(database_u
         insert.join()
         writer.close()
     assert set(waits) <= {"insert Lock:relation", "insert CPU"}  # CPU: the moment between the lock and the end
+
+
+def test_the_sampler_follows_the_checkpointer_through_a_checkpoint(database_url, db):
+    with db.cursor() as cur:
+        cur.execute("CREATE TABLE dirtied AS SELECT n FROM generate_series(1, 300000) AS n")
+    states: list = []
+    with sampling_waits(database_url, every=0.001, checkpointer=states), db.cursor() as cur:
+        def checkpointed_busy() -> bool:
+            cur.execute("UPDATE dirtied SET n = n + 1")  # pages for the checkpoint to write and fsync
+            cur.execute("CHECKPOINT")
+            return any(state not in ("Activity:CheckpointerMain", None) for _, state in states)
+
+        wait_until(checkpointed_busy, "the sampler saw the checkpointer at work")
+    assert states[-1][1] is None  # where sampling ended
+    assert all(a[1] != b[1] and a[0] <= b[0] for a, b in zip(states, states[1:]))  # changes only, in order
+
+
+def test_a_role_that_may_not_read_other_sessions_waits_samples_no_checkpointer(server, make_role):
+    url = urlsplit(server.url())
+    states: list = []
+    with sampling_waits(url._replace(netloc=f"{make_role()}@{url.hostname}:{url.port}").geturl(), every=0.001,
+                        checkpointer=states):
+        time.sleep(0.05)
+    assert states == []  # (without the guard: the checkpointer's row, its wait hidden, as "CPU")
+
+
+def test_the_checkpointers_time_is_read_within_the_slow_writes_only():
+    # idle until 10 s, writing until 20 s, fsyncing until 22 s, idle until 30 s
+    states = [(0.0, "Activity:CheckpointerMain"), (10.0, "Timeout:CheckpointWriteDelay"),
+              (20.0, "IO:DataFileSync"), (22.0, "Activity:CheckpointerMain"), (30.0, None)]
+    writes = [(5.0, 0.002, True), (19.5, 1.0, True), (20.0, 0.5, True), (21.0, 0.05, True), (29.0, 0.2, False)]
+    found = chain.checkpointer_beside_slow_writes(states, [(0.0, 30.0)], writes)
+    # three over 100 ms: 19.5 to 20.5 and 20.0 to 20.5 overlap (1 s, half of it fsyncing), 29.0 to 29.2 idle
+    assert found == {"sampled": True, "slow_writes": 3, "slow_seconds": 1.2,
+                     "backfills": {"Timeout:CheckpointWriteDelay": 0.3333, "Activity:CheckpointerMain": 0.6,
+                                   "IO:DataFileSync": 0.0667},
+                     "slow": {"IO:DataFileSync": 0.4167, "Timeout:CheckpointWriteDelay": 0.4167,
+                              "Activity:CheckpointerMain": 0.1667}}
+    assert checkpointer.seconds_in(states, [(25.0, 40.0)]) == {"Activity:CheckpointerMain": 5.0}  # to the end
+    assert chain.checkpointer_beside_slow_writes([], [(0.0, 30.0)], writes)["sampled"] is False
 
 
 def test_latency_stats_count_the_window_only():

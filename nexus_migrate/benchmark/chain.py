@@ -26,6 +26,10 @@ twice: on our chain's copy, while autovacuum clears the dead rows the chain
 left (a cost both ways pay once the apply is over), and on a fresh copy of
 the history before 003, with nothing to clear: the floor, with this machine's
 own outliers, under the targets on the writes.
+
+The checkpointer's state is sampled with the writer's waits (checkpointer.py):
+its share of the time in each phase through the backfills, and within the
+writes that waited longer than the longest-write target.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ from pathlib import Path
 from psycopg2 import sql
 
 from ..proxy import accounts
-from . import standby
-from .chainreport import at_most_once, rows_changed, targets
+from . import checkpointer, standby
+from .chainreport import TARGETS_MAX_WRITE_MS, at_most_once, rows_changed, targets
 from .counters import Counters, difference, plan_wal
 from .scratch import Server, connect
 from .seed import BEFORE_003, DOMAINS, PRE_003, live_conversations, pre_003
@@ -323,15 +327,18 @@ def _chain(server: Server, way: str, seeded_at, exact: bool, every: float, respo
     origin = None
     during_backfills: list = []  # the writer's statements due while a backfill ran
     commits_during_backfills: list = []  # and its lone commits
+    backfill_windows: list = []
+    states_during_backfills: list = []  # the checkpointer's, in the migrations with a backfill
     for migration_id in chain_ids():
         print(f"{way}: applying {migration_id} while the writer writes ...", flush=True)
         before_columns = columns(url)
         low = _one(url, XID)[0]
+        states: list = []  # the checkpointer's, as checkpointer.record keeps them
         with writing(url, every, respond_after, conversations, lone_commit) as writer:
             probe = (OursProbe(url, writer, seeded_at, exact, server.version) if way == "ours"
                      else UpstreamProbe(url, migration_id, server.version))
             try:
-                with sampling_waits(url) as waits:
+                with sampling_waits(url, checkpointer=states) as waits:
                     observed = (observing_backfills(migration_id, probe.started, probe.finished) if way == "ours"
                                 else nullcontext())
                     with observed:
@@ -363,7 +370,10 @@ def _chain(server: Server, way: str, seeded_at, exact: bool, every: float, respo
                 step.update(replica.lag_in(a, b))
             during_backfills += [w for w in written.inserts + written.updates if a <= w[0] <= b]
             commits_during_backfills += [c for c in written.commits if a <= c[0] <= b]
+            backfill_windows.append((a, b))
             found["backfills"].append(step)
+        if probe.steps:
+            states_during_backfills += states
         found["migrations"][migration_id] = {
             "apply_seconds": round(end - start - paused, 3), "probe_seconds": round(paused, 3),
             "inserts": latency_stats(written.inserts, start, end, probe.pauses),
@@ -371,15 +381,30 @@ def _chain(server: Server, way: str, seeded_at, exact: bool, every: float, respo
             "lone_commits": latency_stats(written.commits, start, end, probe.pauses),
             "writer_waits": dict(waits.most_common()),
             "window": [round(start - origin, 3), round(end - origin, 3)],
-            "samples": written.chart_series(origin)}
+            "samples": written.chart_series(origin),
+            "checkpointer": [(round(at - origin, 3), state) for at, state in states]}
         if replica:
             found["migrations"][migration_id].update(replica.lag_in(start, end))
     found["writes_during_backfills"] = latency_stats(during_backfills, float("-inf"), float("inf"))
     found["lone_commits_during_backfills"] = latency_stats(commits_during_backfills, float("-inf"), float("inf"))
+    found["checkpointer_during_backfills"] = checkpointer_beside_slow_writes(
+        states_during_backfills, backfill_windows, during_backfills)
     if replica:
         found["standby_lag"] = replica.chart_points(origin, end, origin)
     found["after"] = table_state(server, name)
     return found, conversations
+
+
+def checkpointer_beside_slow_writes(states: list, windows: list, writes: list) -> dict:
+    """The checkpointer's share of time in each state during the backfills,
+    and during the writes over the longest-write target among them, from
+    each write's due time to its end (the writes' times overlapping are
+    counted once)."""
+    slow = [(due, due + latency) for due, latency, _ in writes if latency * 1000 > TARGETS_MAX_WRITE_MS]
+    return {"sampled": bool(states), "slow_writes": len(slow),
+            "slow_seconds": round(sum(b - a for a, b in checkpointer.merged(slow)), 3),
+            "backfills": checkpointer.shares(checkpointer.seconds_in(states, windows)),
+            "slow": checkpointer.shares(checkpointer.seconds_in(states, slow))}
 
 
 def writer_alone(url: str, every: float, respond_after: float, conversations, seconds: float, version: int,

@@ -155,7 +155,7 @@ def report(results: dict) -> list[str]:
         lines.append("  none: no migration from 003 on has a backfill step")
     else:
         lines += ["", *cost_lines(results)]
-    lines += ["", *floor_lines(results)]
+    lines += ["", *floor_lines(results), *checkpointer_lines(results)]
     lines += ["", f"{'api_requests':<20} {'total':>10} {'heap+toast':>11} {'indexes':>10} {'live rows':>11} "
                   f"{'dead rows':>10} {'autovacuums':>12}"]
     for way in WAYS:
@@ -218,6 +218,26 @@ def floor_lines(results: dict) -> list[str]:
                    for c in _lone_commits(results, results["ways"]["ours"], "lone_commits_during_backfills"))
     return [*lines, f"the writer during our backfills: writes p50 {_ms(ours['p50_ms'])} / p99 {_ms(ours['p99_ms'])} / "
                   f"max {_ms(ours['max_ms'])} ms, {ours['failed']} failed of {ours['count']:,}{lone}"]
+
+
+def checkpointer_lines(results: dict) -> list[str]:
+    """Where the checkpointer was while the writes over the longest-write
+    target waited, against where it was through the backfills."""
+    lines = []
+    for way in WAYS:
+        found = results["ways"][way].get("checkpointer_during_backfills")
+        if not found or not found["sampled"]:
+            continue
+        lines.append(f"the checkpointer during {way} backfills (its state, sampled every "
+                     f"{WAIT_SAMPLE_SECONDS * 1000:g} ms, share of the time): {_states(found['backfills'])}")
+        if found["slow_writes"]:
+            lines.append(f"  while its {found['slow_writes']:,} writes over {TARGETS_MAX_WRITE_MS} ms waited "
+                         f"({found['slow_seconds']:g} s in all): {_states(found['slow'])}")
+    return [""] + lines if lines else []
+
+
+def _states(shares: dict) -> str:
+    return ", ".join(f"{state} {share:.0%}" for state, share in shares.items()) or "-"
 
 
 def had_lone_commit(results: dict) -> bool:

@@ -36,6 +36,7 @@ import psycopg2
 
 from ..proxy.statements import INSERT_REQUEST_002, UPDATE_RESPONSE
 from . import traffic
+from .checkpointer import CHECKPOINTER_STATE, record
 from .scratch import connect
 
 WRITER_STATEMENT_TIMEOUT = "30s"
@@ -302,21 +303,30 @@ WRITER_WAIT = """
 
 
 @contextmanager
-def sampling_waits(url: str, every: float = WAIT_SAMPLE_SECONDS):
+def sampling_waits(url: str, every: float = WAIT_SAMPLE_SECONDS, checkpointer: list | None = None):
     """For the duration, a Counter of what the writer's statements were
     waiting on, as "insert Lock:relation" (pg_stat_activity, sampled every
     `every` seconds, idle moments not counted): a Lock wait there is a write
     held by a lock, an IO or LWLock one a write waiting for the disk or the
-    WAL like any commit."""
+    WAL like any commit. Given a list, the checkpointer's state is sampled
+    with them into it (checkpointer.record)."""
     counts: Counter = Counter()
     stop = threading.Event()
     conn = connect(url, application_name="nexus-benchmark-sampler")
 
+    # one round trip a sample, with the checkpointer or without it
+    query = WRITER_WAIT if checkpointer is None else f"{WRITER_WAIT} UNION ALL {CHECKPOINTER_STATE}"
+
     def sample() -> None:
         with conn.cursor() as cur:
             while not stop.wait(every):
-                cur.execute(WRITER_WAIT, (WRITER,))
-                counts.update(f"{kind} {event}" for kind, event in cur.fetchall())
+                cur.execute(query, (WRITER,))
+                at = time.monotonic()
+                for kind, event in cur.fetchall():
+                    if kind == "checkpointer":
+                        record(checkpointer, at, event)
+                    else:
+                        counts[f"{kind} {event}"] += 1
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
@@ -326,6 +336,8 @@ def sampling_waits(url: str, every: float = WAIT_SAMPLE_SECONDS):
         stop.set()
         thread.join()
         conn.close()
+        if checkpointer:
+            record(checkpointer, time.monotonic(), None)
 
 
 def lock_waits(waits: dict, kind: str) -> int:

@@ -1,0 +1,63 @@
+"""What the checkpointer was doing while the writer waited.
+
+A checkpoint writes the buffers dirtied since the last one, spread over its
+interval (Timeout:CheckpointWriteDelay between writes, IO:DataFileWrite and
+IO:DataFileFlush in them), then fsyncs every file it wrote
+(IO:DataFileSync); between checkpoints it waits (Activity:CheckpointerMain).
+Sampled beside the writer's waits, its state tells whether the proxy's slow
+commits fall in one phase: the fsyncs of the pages a backfill dirtied, on the
+disk the WAL shares, or the writes spread before them.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+
+# The checkpointer's state, where the role may read other sessions' waits
+# (pg_read_all_stats; a superuser may): else no row, and nothing is sampled.
+CHECKPOINTER_STATE = """
+    SELECT 'checkpointer', coalesce(wait_event_type || ':' || wait_event, 'CPU')
+      FROM pg_stat_activity
+     WHERE backend_type = 'checkpointer' AND pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')"""
+
+
+def record(states: list, at: float, state: str | None) -> None:
+    """Add a sample to states, a list of (time, state) at each change of
+    state; None ends it (sampling stopped)."""
+    if not states or states[-1][1] != state:
+        states.append((at, state))
+
+
+def merged(spans) -> list[tuple[float, float]]:
+    """The (start, end) spans, sorted, overlapping ones joined."""
+    joined: list[list[float]] = []
+    for start, end in sorted(spans):
+        if joined and start <= joined[-1][1]:
+            joined[-1][1] = max(joined[-1][1], end)
+        else:
+            joined.append([start, end])
+    return [(a, b) for a, b in joined]
+
+
+def seconds_in(states: list, spans) -> Counter:
+    """How long the checkpointer spent in each state within the spans, from
+    states as record() keeps them (the time between samples counts for the
+    state seen first)."""
+    times = [at for at, _ in states]
+    spent: Counter = Counter()
+    for start, end in merged(spans):
+        i = max(bisect.bisect_right(times, start) - 1, 0)
+        while i < len(states) - 1 and times[i] < end:
+            state = states[i][1]
+            overlap = min(times[i + 1], end) - max(times[i], start)
+            if state is not None and overlap > 0:
+                spent[state] += overlap
+            i += 1
+    return spent
+
+
+def shares(spent: Counter) -> dict[str, float]:
+    """Each state's share of the time, largest first."""
+    total = sum(spent.values())
+    return {state: round(seconds / total, 4) for state, seconds in spent.most_common()} if total else {}
