@@ -8,6 +8,7 @@ from __future__ import annotations
 from . import standby
 from .report import LABEL, Panel, latency_header, latency_row, size, target
 from .ways import WAYS
+from .checkpointer import FSYNCING, IDLE_CHECKPOINTER
 from .writer import WAIT_SAMPLE_SECONDS, lock_waits
 
 # The two floors, as the report names them: the second is the one the targets read.
@@ -301,6 +302,24 @@ def _n(value, spec: str = "") -> str:
     return "-" if value is None else f"{value:,{spec}}"
 
 
+def checkpoint_strips(migrations) -> dict[str, list]:
+    """The spans of the chart's checkpoint strips, from the checkpointer's
+    changes of state in each migration: at work (anything but idle), and fsyncing."""
+    spans: dict[str, list] = {"checkpointer at work": [], "checkpointer fsyncing": []}
+    for migration in migrations:
+        states = migration.get("checkpointer", [])
+        for (start, state), (end, _) in zip(states, states[1:]):
+            if state in (None, IDLE_CHECKPOINTER):
+                continue
+            # an fsync is a part of the checkpoint too: drawn over its span
+            for label in ("checkpointer at work", *(("checkpointer fsyncing",) if state == FSYNCING else ())):
+                if spans[label] and spans[label][-1][1] == start:
+                    spans[label][-1] = (spans[label][-1][0], end)
+                else:
+                    spans[label].append((start, end))
+    return spans if any(spans.values()) else {}
+
+
 def panels(results: dict) -> list[Panel]:
     found = []
     for way, title in WAYS.items():
@@ -310,6 +329,8 @@ def panels(results: dict) -> list[Panel]:
             for label, points in r["samples"].items():
                 panel.add(label, points)
             panel.windows.append((*r["window"], migration_id[:3]))
+        for label, spans in checkpoint_strips(results["ways"][way]["migrations"].values()).items():
+            panel.strips[label] = spans
         lag = results["ways"][way].get("standby_lag")
         if lag:
             # the standby's lag is a time too: on the same axis, where a reader sees both at once

@@ -14,6 +14,9 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 
+IDLE_CHECKPOINTER = "Activity:CheckpointerMain"
+FSYNCING = "IO:DataFileSync"
+
 # The checkpointer's state, where the role may read other sessions' waits
 # (pg_read_all_stats; a superuser may): else no row, and nothing is sampled.
 CHECKPOINTER_STATE = """

@@ -1,8 +1,9 @@
 """scripts/benchmark's charts: the writer's latency over time, one panel per way
 of migrating, on a shared log-scale latency axis, with each migration's apply
 window shaded; a series per kind of statement (inserts, response updates, lone
-commits), and lines for what else is a time (a standby's replay lag), with
-their bounds dashed. Drawn with matplotlib's Agg renderer, which needs no
+commits), lines for what else is a time (a standby's replay lag), with
+their bounds dashed, and along the bottom strips of what the server was
+doing when (the checkpointer's phases). Drawn with matplotlib's Agg renderer, which needs no
 screen; matplotlib comes with requirements-dev.txt (or the project's extra
 "benchmark"), not with what an operator installs."""
 
@@ -21,6 +22,9 @@ LOWEST_MS = 0.01  # a log axis shows no zero: faster statements are drawn here
 SERIES_COLORS = {"inserts": (20, 90, 200), "response updates": (230, 140, 0), "lone commits": (130, 60, 170)}
 OTHER_COLOR = (90, 90, 90)
 LINE_COLOR = (30, 150, 70)  # a line (the standby's lag), apart from the statements' colors
+# A strip's color by its label; the strips share one band along the bottom, each drawn over the one before.
+STRIP_COLORS = {"checkpointer at work": (190, 160, 110), "checkpointer fsyncing": (0, 0, 0)}
+STRIP_HEIGHT = 0.04  # of the panel's height
 
 
 @dataclass
@@ -30,6 +34,7 @@ class Panel:
     windows: list = field(default_factory=list)  # (start s, end s, label)
     lines: dict = field(default_factory=dict)    # label -> [(seconds, ms)], drawn joined
     bounds: list = field(default_factory=list)   # (ms, label): a horizontal dashed line
+    strips: dict = field(default_factory=dict)   # label -> [(start s, end s)], marked along the bottom
 
     def add(self, label: str, points) -> None:
         self.series.setdefault(label, []).extend(points)
@@ -71,6 +76,11 @@ def latency_chart(panels: list[Panel], width: int = 1200, panel_height: int = 30
                         color=tuple(c / 255 for c in LINE_COLOR), label=label)
         for ms, label in panel.bounds:
             ax.axhline(ms, linestyle="--", linewidth=1, color=tuple(c / 255 for c in LINE_COLOR), label=label)
+        for label, spans in panel.strips.items():
+            if spans:
+                ax.broken_barh([(a, b - a) for a, b in spans], (0, STRIP_HEIGHT), transform=ax.get_xaxis_transform(),
+                               color=tuple(c / 255 for c in STRIP_COLORS.get(label, OTHER_COLOR)), label=label,
+                               zorder=2)
         if failed:  # a failed statement has no latency: marked along the top
             ax.scatter(failed, [0.97] * len(failed), transform=ax.get_xaxis_transform(), marker="x",
                        s=20, color=FAILED_RED, label="failed")
