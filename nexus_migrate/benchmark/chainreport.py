@@ -6,9 +6,9 @@ the writer's wait into what any commit waits and the writer's own queue."""
 from __future__ import annotations
 
 from . import standby
+from .checkpointer import FSYNCING, IDLE_CHECKPOINTER
 from .report import LABEL, Panel, latency_header, latency_row, size, target
 from .ways import WAYS
-from .checkpointer import FSYNCING, IDLE_CHECKPOINTER
 from .writer import WAIT_SAMPLE_SECONDS, lock_waits
 
 # The two floors, as the report names them: the second is the one the targets read.

@@ -1,11 +1,11 @@
 """scripts/benchmark's charts: the writer's latency over time, one panel per way
 of migrating, on a shared log-scale latency axis, with each migration's apply
 window shaded; a series per kind of statement (inserts, response updates, lone
-commits), lines for what else is a time (a standby's replay lag), with
-their bounds dashed, and along the bottom strips of what the server was
-doing when (the checkpointer's phases). Drawn with matplotlib's Agg renderer, which needs no
-screen; matplotlib comes with requirements-dev.txt (or the project's extra
-"benchmark"), not with what an operator installs."""
+commits), lines for what else is a time (a standby's replay lag), with their
+bounds dashed, and strips along the bottom for when the server was doing
+something (the checkpointer's phases). Drawn with matplotlib's Agg renderer,
+which needs no screen; matplotlib comes with requirements-dev.txt (or the
+project's extra "benchmark"), not with what an operator installs."""
 
 from __future__ import annotations
 
