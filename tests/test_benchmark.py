@@ -343,12 +343,15 @@ def test_the_chain_reports_each_backfills_wal_checkpoints_and_the_standbys_lag(b
     report = "\n".join(chainreport.report(results))
     assert "full-page images" in report and "the writer alone after our chain" in report
     assert "the writer alone on a fresh copy" in report and "no migration, on a fresh copy" in report
-    # the checkpointer was sampled through the backfills (the test's role is a superuser)
+    # the checkpointers of the server and of its standby were sampled through the backfills (the test's role
+    # is a superuser)
     for way in ("upstream", "ours"):
-        found = results["ways"][way]["checkpointer_during_backfills"]
-        assert found["sampled"] and sum(found["backfills"].values()) == pytest.approx(1, abs=0.001)
-        assert f"the checkpointer during {way} backfills" in report
-        assert any(m["checkpointer"] for m in results["ways"][way]["migrations"].values())
+        for key, whose in (("checkpointer", "the checkpointer"),
+                           ("standby_checkpointer", "the standby's checkpointer (restartpoints)")):
+            found = results["ways"][way][f"{key}_during_backfills"]
+            assert found["sampled"] and sum(found["backfills"].values()) == pytest.approx(1, abs=0.001)
+            assert f"{whose} during {way} backfills" in report
+            assert any(m[key] for m in results["ways"][way]["migrations"].values())
 
 
 

@@ -49,7 +49,7 @@ from .counters import Counters, difference, plan_wal
 from .scratch import Server, connect
 from .seed import BEFORE_003, DOMAINS, PRE_003, live_conversations, pre_003
 from .ways import APPLY, WAYS, is_backfill, migration_ids, migration_steps, observing_backfills, step_label
-from .writer import LONE_COMMIT, LONE_COMMIT_EVERY, WRITER, latency_stats, sampling_waits, writing
+from .writer import LONE_COMMIT, LONE_COMMIT_EVERY, WAIT_SAMPLE_SECONDS, WRITER, latency_stats, sampling_waits, writing
 
 SCRATCH = {"upstream": "nexus_benchmark_chain_upstream", "ours": "nexus_benchmark_chain_ours"}
 FLOOR_COPY = "nexus_benchmark_chain_floor"
@@ -329,16 +329,20 @@ def _chain(server: Server, way: str, seeded_at, exact: bool, every: float, respo
     commits_during_backfills: list = []  # and its lone commits
     backfill_windows: list = []
     states_during_backfills: list = []  # the checkpointer's, in the migrations with a backfill
+    standby_states_during_backfills: list = []  # and the standby's
     for migration_id in chain_ids():
         print(f"{way}: applying {migration_id} while the writer writes ...", flush=True)
         before_columns = columns(url)
         low = _one(url, XID)[0]
         states: list = []  # the checkpointer's, as checkpointer.record keeps them
+        standby_states: list = []  # the standby's checkpointer's
         with writing(url, every, respond_after, conversations, lone_commit) as writer:
             probe = (OursProbe(url, writer, seeded_at, exact, server.version) if way == "ours"
                      else UpstreamProbe(url, migration_id, server.version))
             try:
-                with sampling_waits(url, checkpointer=states) as waits:
+                with sampling_waits(url, checkpointer=states) as waits, \
+                        (checkpointer.sampling(replica.url, standby_states, WAIT_SAMPLE_SECONDS)
+                         if replica and replica.url else nullcontext()):
                     observed = (observing_backfills(migration_id, probe.started, probe.finished) if way == "ours"
                                 else nullcontext())
                     with observed:
@@ -374,6 +378,7 @@ def _chain(server: Server, way: str, seeded_at, exact: bool, every: float, respo
             found["backfills"].append(step)
         if probe.steps:
             states_during_backfills += states
+            standby_states_during_backfills += standby_states
         found["migrations"][migration_id] = {
             "apply_seconds": round(end - start - paused, 3), "probe_seconds": round(paused, 3),
             "inserts": latency_stats(written.inserts, start, end, probe.pauses),
@@ -382,13 +387,16 @@ def _chain(server: Server, way: str, seeded_at, exact: bool, every: float, respo
             "writer_waits": dict(waits.most_common()),
             "window": [round(start - origin, 3), round(end - origin, 3)],
             "samples": written.chart_series(origin),
-            "checkpointer": [(round(at - origin, 3), state) for at, state in states]}
+            "checkpointer": [(round(at - origin, 3), state) for at, state in states],
+            "standby_checkpointer": [(round(at - origin, 3), state) for at, state in standby_states]}
         if replica:
             found["migrations"][migration_id].update(replica.lag_in(start, end))
     found["writes_during_backfills"] = latency_stats(during_backfills, float("-inf"), float("inf"))
     found["lone_commits_during_backfills"] = latency_stats(commits_during_backfills, float("-inf"), float("inf"))
     found["checkpointer_during_backfills"] = checkpointer_beside_slow_writes(
         states_during_backfills, backfill_windows, during_backfills)
+    found["standby_checkpointer_during_backfills"] = checkpointer_beside_slow_writes(
+        standby_states_during_backfills, backfill_windows, during_backfills)
     if replica:
         found["standby_lag"] = replica.chart_points(origin, end, origin)
     found["after"] = table_state(server, name)

@@ -226,19 +226,25 @@ def checkpointer_lines(results: dict) -> list[str]:
     target waited, against where it was through the backfills."""
     lines = []
     for way in WAYS:
-        found = results["ways"][way].get("checkpointer_during_backfills")
-        if not found or not found["sampled"]:
-            continue
-        lines.append(f"the checkpointer during {way} backfills (its state, sampled every "
-                     f"{WAIT_SAMPLE_SECONDS * 1000:g} ms, share of the time): {_states(found['backfills'])}")
-        if found["slow_writes"]:
-            lines.append(f"  while its {found['slow_writes']:,} writes over {TARGETS_MAX_WRITE_MS} ms waited "
-                         f"({found['slow_seconds']:g} s in all): {_states(found['slow'])}")
+        for key, whose in (("checkpointer_during_backfills", "the checkpointer"),
+                           ("standby_checkpointer_during_backfills", "the standby's checkpointer (restartpoints)")):
+            found = results["ways"][way].get(key)
+            if not found or not found["sampled"]:
+                continue
+            lines.append(f"{whose} during {way} backfills (its state, sampled every "
+                         f"{WAIT_SAMPLE_SECONDS * 1000:g} ms, share of the time): {_states(found['backfills'])}")
+            if found["slow_writes"]:
+                lines.append(f"  while the {found['slow_writes']:,} writes over {TARGETS_MAX_WRITE_MS} ms waited "
+                             f"({found['slow_seconds']:g} s in all): {_states(found['slow'])}")
     return [""] + lines if lines else []
 
 
 def _states(shares: dict) -> str:
-    return ", ".join(f"{state} {share:.0%}" for state, share in shares.items()) or "-"
+    """The states of 1 % of the time or more, and the rest together."""
+    shown = {state: share for state, share in shares.items() if share >= 0.01}
+    rest = sum(shares.values()) - sum(shown.values())
+    return ", ".join([f"{state} {share:.0%}" for state, share in shown.items()]
+                     + ([f"others {rest:.0%}"] if rest >= 0.005 else [])) or "-"
 
 
 def had_lone_commit(results: dict) -> bool:

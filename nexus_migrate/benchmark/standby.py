@@ -100,13 +100,14 @@ def attached(server: Server, choice: Choice | None):
         if choice.primary is not None:
             # a copy left by a killed run may lack WAL the server has recycled since: a new one
             choice.primary.remove_standby(choice.home)
-            choice.primary.start_standby(choice.home)
+            standby_url = choice.primary.start_standby(choice.home).url()
         elif choice.url:
             _check_is_standby(choice.url)
+            standby_url = choice.url
         else:
             yield None
             return
-        standby = Standby(server.url)
+        standby = Standby(server.url, standby_url)
         try:
             if not standby.wait_streaming():
                 print("standby: this role cannot see the standbys' positions (pg_stat_replication needs "
@@ -163,9 +164,11 @@ class WalClock:
 
 class Standby:
     """The replay lag of the standbys of the server at primary_url, sampled
-    from the primary every LAG_SAMPLE_SECONDS while sampling() runs."""
+    from the primary every LAG_SAMPLE_SECONDS while sampling() runs; url is
+    the standby's own, where its checkpointer may be read."""
 
-    def __init__(self, primary_url: str):
+    def __init__(self, primary_url: str, url: str | None = None):
+        self.url = url
         self.conn = connect(primary_url, application_name="nexus-benchmark-standby-lag")
         self.clock = WalClock()
         # (time, lag s, the view's replay_lag s or None); lag None: no standby streamed
