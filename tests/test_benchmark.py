@@ -614,7 +614,10 @@ def test_the_checkpointers_time_is_read_within_the_slow_writes_only():
                      "backfills": {"Timeout:CheckpointWriteDelay": 0.3333, "Activity:CheckpointerMain": 0.6,
                                    "IO:DataFileSync": 0.0667},
                      "slow": {"IO:DataFileSync": 0.4167, "Timeout:CheckpointWriteDelay": 0.4167,
-                              "Activity:CheckpointerMain": 0.1667}}
+                              "Activity:CheckpointerMain": 0.1667},
+                     # one end, at 22 s: due 1, 2 and 2.5 s before it, and two with none within 4 s
+                     "checkpoints_ended": 1, "before_end": {"all": [0.2, 0.2, 0.2, 0.4],
+                                                            "slow": [0.0, 0.3333, 0.3333, 0.3333]}}
     assert checkpointer.seconds_in(states, [(25.0, 40.0)]) == {"Activity:CheckpointerMain": 5.0}  # to the end
     assert chain.checkpointer_beside_slow_writes([], [(0.0, 30.0)], writes)["sampled"] is False
 

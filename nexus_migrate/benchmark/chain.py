@@ -407,12 +407,16 @@ def checkpointer_beside_slow_writes(states: list, windows: list, writes: list) -
     """The checkpointer's share of time in each state during the backfills,
     and during the writes over the longest-write target among them, from
     each write's due time to its end (the writes' times overlapping are
-    counted once)."""
+    counted once); and how close to a checkpoint's end the writes fell due,
+    all of them and the slow ones."""
     slow = [(due, due + latency) for due, latency, _ in writes if latency * 1000 > TARGETS_MAX_WRITE_MS]
     return {"sampled": bool(states), "slow_writes": len(slow),
             "slow_seconds": round(sum(b - a for a, b in checkpointer.merged(slow)), 3),
             "backfills": checkpointer.shares(checkpointer.seconds_in(states, windows)),
-            "slow": checkpointer.shares(checkpointer.seconds_in(states, slow))}
+            "slow": checkpointer.shares(checkpointer.seconds_in(states, slow)),
+            "checkpoints_ended": len(checkpointer.ends(states)),
+            "before_end": {"all": checkpointer.before_end(states, [due for due, _, _ in writes]),
+                           "slow": checkpointer.before_end(states, [due for due, _ in slow])}}
 
 
 def writer_alone(url: str, every: float, respond_after: float, conversations, seconds: float, version: int,

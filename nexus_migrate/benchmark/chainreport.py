@@ -6,7 +6,7 @@ the writer's wait into what any commit waits and the writer's own queue."""
 from __future__ import annotations
 
 from . import standby
-from .checkpointer import FSYNCING, IDLE_CHECKPOINTER
+from .checkpointer import BEFORE_END, FSYNCING, IDLE_CHECKPOINTER
 from .report import LABEL, Panel, latency_header, latency_row, size, target
 from .ways import WAYS
 from .writer import WAIT_SAMPLE_SECONDS, lock_waits
@@ -236,7 +236,20 @@ def checkpointer_lines(results: dict) -> list[str]:
             if found["slow_writes"]:
                 lines.append(f"  while the {found['slow_writes']:,} writes over {TARGETS_MAX_WRITE_MS} ms waited "
                              f"({found['slow_seconds']:g} s in all): {_states(found['slow'])}")
+            if found["slow_writes"] and found.get("before_end"):
+                lines.append(f"  of its {found['checkpoints_ended']} ends, the writes due {_before_end_bins()} before "
+                             f"the next: those over {TARGETS_MAX_WRITE_MS} ms {_percents(found['before_end']['slow'])}"
+                             f", all {_percents(found['before_end']['all'])}")
     return [""] + lines if lines else []
+
+
+def _before_end_bins() -> str:
+    edges = (0, *BEFORE_END)
+    return " / ".join(f"{a:g}-{b:g} s" for a, b in zip(edges, edges[1:])) + " / further"
+
+
+def _percents(shares: list) -> str:
+    return " / ".join(f"{share:.0%}" for share in shares)
 
 
 def _states(shares: dict) -> str:

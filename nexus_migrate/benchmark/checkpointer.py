@@ -91,6 +91,31 @@ def seconds_in(states: list, spans) -> Counter:
     return spent
 
 
+# Bins of the time from a moment to the end of the checkpoint under way (s):
+# the last BEFORE_END[0] s of one, the next ones, and the rest (no end followed).
+BEFORE_END = (1.0, 2.0, 4.0)
+
+
+def ends(states: list) -> list[float]:
+    """When each checkpoint (or a standby's restartpoint) ended: the
+    checkpointer went back to waiting for the next."""
+    return [at for (_, before), (at, after) in zip(states, states[1:])
+            if before not in (None, IDLE_CHECKPOINTER) and after == IDLE_CHECKPOINTER]
+
+
+def before_end(states: list, moments) -> list[float]:
+    """The share of the moments in each bin of BEFORE_END by how long before
+    the next end of a checkpoint they fell, and last the share further from one."""
+    finished = ends(states)
+    bins = [0] * (len(BEFORE_END) + 1)
+    for at in moments:
+        i = bisect.bisect_left(finished, at)
+        left = finished[i] - at if i < len(finished) else float("inf")
+        bins[bisect.bisect_left(BEFORE_END, left)] += 1
+    total = sum(bins)
+    return [round(n / total, 4) for n in bins] if total else []
+
+
 def shares(spent: Counter) -> dict[str, float]:
     """Each state's share of the time, largest first."""
     total = sum(spent.values())
