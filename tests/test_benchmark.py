@@ -647,7 +647,8 @@ def count(pixels, red: tuple, green: tuple, blue: tuple) -> int:
 INSERT_BLUE = ((0, 0.3), (0.25, 0.45), (0.7, 1))  # plot.SERIES_COLORS, with some slack
 UPDATE_ORANGE = ((0.8, 1), (0.45, 0.65), (0, 0.15))
 LAG_GREEN = ((0, 0.25), (0.5, 0.7), (0.15, 0.4))  # plot.LINE_COLOR
-CHECKPOINT_TAN = ((0.7, 0.8), (0.58, 0.68), (0.38, 0.48))  # plot.STRIP_COLORS
+CHECKPOINT_TAN = ((0.7, 0.8), (0.58, 0.68), (0.38, 0.48))  # plot.STRIPS
+STANDBY_FSYNC_TEAL = ((0, 0.1), (0.54, 0.64), (0.58, 0.68))
 
 
 def test_the_chart_is_matplotlibs_png_of_the_promised_size_with_the_runs_drawn():
@@ -679,9 +680,13 @@ def test_the_chart_is_matplotlibs_png_of_the_promised_size_with_the_runs_drawn()
     # the checkpointer's phases, marked along the bottom
     states = [(0.0, "Activity:CheckpointerMain"), (8.0, "Timeout:CheckpointWriteDelay"), (12.0, "IO:DataFileWrite"),
               (16.0, "IO:DataFileSync"), (18.0, "Activity:CheckpointerMain"), (25.0, None)]
-    strips = chainreport.checkpoint_strips([{"checkpointer": states[:3]}, {"checkpointer": states[2:]}])
-    assert strips == {"checkpointer at work": [(8.0, 18.0)], "checkpointer fsyncing": [(16.0, 18.0)]}
+    restartpoint = [(1.0, "Timeout:CheckpointWriteDelay"), (17.0, "IO:DataFileSync"), (19.0, None)]
+    strips = chainreport.checkpoint_strips([{"checkpointer": states[:3]},
+                                            {"checkpointer": states[2:], "standby_checkpointer": restartpoint}])
+    assert strips == {"checkpointer at work": [(8.0, 18.0)], "checkpointer fsyncing": [(16.0, 18.0)],
+                      "standby's checkpointer fsyncing": [(17.0, 19.0)]}
     marked = chart_pixels(latency_chart([Panel("ours", {"inserts": inserts}, window, strips=strips)],
                                         width=400, panel_height=300))
     assert count(marked, *CHECKPOINT_TAN) > 2 * count(plain, *CHECKPOINT_TAN) + 50
+    assert count(marked, *STANDBY_FSYNC_TEAL) > 2 * count(plain, *STANDBY_FSYNC_TEAL) + 10
     assert chainreport.checkpoint_strips([{"checkpointer": states[:1]}, {}]) == {}

@@ -322,21 +322,27 @@ def _n(value, spec: str = "") -> str:
 
 
 def checkpoint_strips(migrations) -> dict[str, list]:
-    """The spans of the chart's checkpoint strips, from the checkpointer's
-    changes of state in each migration: at work (anything but idle), and fsyncing."""
-    spans: dict[str, list] = {"checkpointer at work": [], "checkpointer fsyncing": []}
+    """The spans of the chart's checkpoint strips, from the changes of state
+    in each migration of the checkpointer (at work: anything but idle; and
+    fsyncing) and of the standby's (fsyncing)."""
+    spans: dict[str, list] = {"checkpointer at work": [], "checkpointer fsyncing": [],
+                              "standby's checkpointer fsyncing": []}
+
+    def add(label: str, start: float, end: float) -> None:
+        if spans[label] and spans[label][-1][1] == start:
+            spans[label][-1] = (spans[label][-1][0], end)
+        else:
+            spans[label].append((start, end))
+
     for migration in migrations:
-        states = migration.get("checkpointer", [])
-        for (start, state), (end, _) in zip(states, states[1:]):
-            if state in (None, IDLE_CHECKPOINTER):
-                continue
-            # an fsync is a part of the checkpoint too: drawn over its span
-            for label in ("checkpointer at work", *(("checkpointer fsyncing",) if state == FSYNCING else ())):
-                if spans[label] and spans[label][-1][1] == start:
-                    spans[label][-1] = (spans[label][-1][0], end)
-                else:
-                    spans[label].append((start, end))
-    return spans if any(spans.values()) else {}
+        for key, prefix in (("checkpointer", ""), ("standby_checkpointer", "standby's ")):
+            states = migration.get(key, [])
+            for (start, state), (end, _) in zip(states, states[1:]):
+                if not prefix and state not in (None, IDLE_CHECKPOINTER):
+                    add("checkpointer at work", start, end)
+                if state == FSYNCING:  # (drawn over the checkpoint at work)
+                    add(f"{prefix}checkpointer fsyncing", start, end)
+    return {label: found for label, found in spans.items() if found}
 
 
 def panels(results: dict) -> list[Panel]:

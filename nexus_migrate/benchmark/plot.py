@@ -22,9 +22,10 @@ LOWEST_MS = 0.01  # a log axis shows no zero: faster statements are drawn here
 SERIES_COLORS = {"inserts": (20, 90, 200), "response updates": (230, 140, 0), "lone commits": (130, 60, 170)}
 OTHER_COLOR = (90, 90, 90)
 LINE_COLOR = (30, 150, 70)  # a line (the standby's lag), apart from the statements' colors
-# A strip's color by its label; the strips share one band along the bottom, each drawn over the one before.
-STRIP_COLORS = {"checkpointer at work": (190, 160, 110), "checkpointer fsyncing": (0, 0, 0)}
-STRIP_HEIGHT = 0.04  # of the panel's height
+# A strip's color and band (0: the lowest) by its label; strips in one band are drawn each over the one before.
+STRIPS = {"checkpointer at work": ((190, 160, 110), 0), "checkpointer fsyncing": ((0, 0, 0), 0),
+          "standby's checkpointer fsyncing": ((0, 150, 160), 1)}
+STRIP_HEIGHT = 0.04  # of the panel's height, a band
 
 
 @dataclass
@@ -77,9 +78,10 @@ def latency_chart(panels: list[Panel], width: int = 1200, panel_height: int = 30
         for ms, label in panel.bounds:
             ax.axhline(ms, linestyle="--", linewidth=1, color=tuple(c / 255 for c in LINE_COLOR), label=label)
         for label, spans in panel.strips.items():
+            color, band = STRIPS.get(label, (OTHER_COLOR, 0))
             if spans:
-                ax.broken_barh([(a, b - a) for a, b in spans], (0, STRIP_HEIGHT), transform=ax.get_xaxis_transform(),
-                               color=tuple(c / 255 for c in STRIP_COLORS.get(label, OTHER_COLOR)), label=label,
+                ax.broken_barh([(a, b - a) for a, b in spans], (band * STRIP_HEIGHT, STRIP_HEIGHT),
+                               transform=ax.get_xaxis_transform(), color=tuple(c / 255 for c in color), label=label,
                                zorder=2)
         if failed:  # a failed statement has no latency: marked along the top
             ax.scatter(failed, [0.97] * len(failed), transform=ax.get_xaxis_transform(), marker="x",
