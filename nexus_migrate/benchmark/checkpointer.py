@@ -12,12 +12,11 @@ disk the WAL shares, or the writes spread before them.
 from __future__ import annotations
 
 import bisect
-import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
 
-from .scratch import connect
+from .scratch import sampling_every
 
 IDLE_CHECKPOINTER = "Activity:CheckpointerMain"
 FSYNCING = "IO:DataFileSync"
@@ -41,24 +40,15 @@ def record(states: list, at: float, state: str | None) -> None:
 def sampling(url: str, states: list, every: float):
     """For the duration, the checkpointer's state on the server at url (a
     standby's: its restartpoints) every `every` seconds, into states."""
-    stop = threading.Event()
-    conn = connect(url, application_name="nexus-benchmark-checkpointer-sampler")
+    def sample(cur) -> None:
+        cur.execute(CHECKPOINTER_STATE)
+        for _, state in cur.fetchall():
+            record(states, time.monotonic(), state)
 
-    def sample() -> None:
-        with conn.cursor() as cur:
-            while not stop.wait(every):
-                cur.execute(CHECKPOINTER_STATE)
-                for _, state in cur.fetchall():
-                    record(states, time.monotonic(), state)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
     try:
-        yield states
+        with sampling_every(url, every, sample, "nexus-benchmark-checkpointer-sampler"):
+            yield states
     finally:
-        stop.set()
-        thread.join()
-        conn.close()
         if states:
             record(states, time.monotonic(), None)
 

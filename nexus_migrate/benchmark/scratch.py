@@ -1,10 +1,13 @@
 """The server the benchmark runs on, and its scratch databases: created from
 a template by copying files, dropped at the end. The database in the URL is
-only connected to; its tables are never read or written."""
+only connected to; its tables are never read or written. And the samplers'
+connections, which read the server while a part runs."""
 
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -95,3 +98,25 @@ def connect(url: str, **kwargs):
     conn = psycopg2.connect(url, **kwargs)
     conn.autocommit = True
     return conn
+
+
+@contextmanager
+def sampling_every(url: str, every: float, sample, application_name: str):
+    """For the duration, sample(cursor) every `every` seconds in a thread of
+    its own, on a connection of its own to url."""
+    stop = threading.Event()
+    conn = connect(url, application_name=application_name)
+
+    def run() -> None:
+        with conn.cursor() as cur:
+            while not stop.wait(every):
+                sample(cur)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        conn.close()

@@ -37,7 +37,7 @@ import psycopg2
 from ..proxy.statements import INSERT_REQUEST_002, UPDATE_RESPONSE
 from . import traffic
 from .checkpointer import CHECKPOINTER_STATE, record
-from .scratch import connect
+from .scratch import connect, sampling_every
 
 WRITER_STATEMENT_TIMEOUT = "30s"
 SETTLE_SECONDS = 1.0  # the writer runs this long before and after each apply
@@ -311,31 +311,22 @@ def sampling_waits(url: str, every: float = WAIT_SAMPLE_SECONDS, checkpointer: l
     WAL like any commit. Given a list, the checkpointer's state is sampled
     with them into it (checkpointer.record)."""
     counts: Counter = Counter()
-    stop = threading.Event()
-    conn = connect(url, application_name="nexus-benchmark-sampler")
-
     # one round trip a sample, with the checkpointer or without it
     query = WRITER_WAIT if checkpointer is None else f"{WRITER_WAIT} UNION ALL {CHECKPOINTER_STATE}"
 
-    def sample() -> None:
-        with conn.cursor() as cur:
-            while not stop.wait(every):
-                cur.execute(query, (WRITER,))
-                at = time.monotonic()
-                for kind, event in cur.fetchall():
-                    if kind == "checkpointer":
-                        record(checkpointer, at, event)
-                    else:
-                        counts[f"{kind} {event}"] += 1
+    def sample(cur) -> None:
+        cur.execute(query, (WRITER,))
+        at = time.monotonic()
+        for kind, event in cur.fetchall():
+            if kind == "checkpointer":
+                record(checkpointer, at, event)
+            else:
+                counts[f"{kind} {event}"] += 1
 
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
     try:
-        yield counts
+        with sampling_every(url, every, sample, "nexus-benchmark-sampler"):
+            yield counts
     finally:
-        stop.set()
-        thread.join()
-        conn.close()
         if checkpointer:
             record(checkpointer, time.monotonic(), None)
 
