@@ -4,9 +4,11 @@ A checkpoint writes the buffers dirtied since the last one, spread over its
 interval (Timeout:CheckpointWriteDelay between writes, IO:DataFileWrite and
 IO:DataFileFlush in them), then fsyncs every file it wrote
 (IO:DataFileSync); between checkpoints it waits (Activity:CheckpointerMain).
-Sampled beside the writer's waits, its state tells whether the proxy's slow
-commits fall in one phase: the fsyncs of the pages a backfill dirtied, on the
-disk the WAL shares, or the writes spread before them.
+A standby's checkpointer does the same for what its replay dirtied, in a
+restartpoint that begins as it replays a checkpoint. Sampled beside the
+writer's waits, their states tell whether the proxy's slow commits fall in
+one phase: the fsyncs of the pages a backfill dirtied (on a disk the WAL
+shares), or the writes spread before them.
 """
 
 from __future__ import annotations
