@@ -600,7 +600,7 @@ def test_a_role_that_may_not_read_other_sessions_waits_samples_no_checkpointer(s
     with sampling_waits(url._replace(netloc=f"{make_role()}@{url.hostname}:{url.port}").geturl(), every=0.001,
                         checkpointer=states):
         time.sleep(0.05)
-    assert states == []  # (without the guard: the checkpointer's row, its wait hidden, as "CPU")
+    assert states == []  # (its backend_type hidden, the checkpointer's row is not found, rather than read as "CPU")
 
 
 def test_the_checkpointers_time_is_read_within_the_slow_writes_only():

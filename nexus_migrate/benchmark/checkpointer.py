@@ -23,12 +23,12 @@ from .scratch import sampling_every
 IDLE_CHECKPOINTER = "Activity:CheckpointerMain"
 FSYNCING = "IO:DataFileSync"
 
-# The checkpointer's state, where the role may read other sessions' waits
-# (pg_read_all_stats; a superuser may): else no row, and nothing is sampled.
+# The checkpointer's state. A role that may not read other sessions' activity
+# (pg_read_all_stats; a superuser may) sees their backend_type as null: no
+# row, and nothing is sampled.
 CHECKPOINTER_STATE = """
     SELECT 'checkpointer', coalesce(wait_event_type || ':' || wait_event, 'CPU')
-      FROM pg_stat_activity
-     WHERE backend_type = 'checkpointer' AND pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')"""
+      FROM pg_stat_activity WHERE backend_type = 'checkpointer'"""
 
 
 def record(states: list, at: float, state: str | None) -> None:
