@@ -27,9 +27,11 @@ left (a cost both ways pay once the apply is over), and on a fresh copy of
 the history before 003, with nothing to clear: the floor, with this machine's
 own outliers, under the targets on the writes.
 
-The checkpointer's state is sampled with the writer's waits (checkpointer.py):
-its share of the time in each phase through the backfills, and within the
-writes that waited longer than the longest-write target.
+The checkpointer's state is sampled with the writer's waits, and with a
+standby whose URL is known its checkpointer's too (checkpointer.py): their
+share of the time in each phase through the backfills and within the writes
+that waited longer than the longest-write target, and how close to a
+checkpoint's end those writes fell due.
 """
 
 from __future__ import annotations

@@ -354,8 +354,7 @@ def panels(results: dict) -> list[Panel]:
             for label, points in r["samples"].items():
                 panel.add(label, points)
             panel.windows.append((*r["window"], migration_id[:3]))
-        for label, spans in checkpoint_strips(results["ways"][way]["migrations"].values()).items():
-            panel.strips[label] = spans
+        panel.strips.update(checkpoint_strips(results["ways"][way]["migrations"].values()))
         lag = results["ways"][way].get("standby_lag")
         if lag:
             # the standby's lag is a time too: on the same axis, where a reader sees both at once
