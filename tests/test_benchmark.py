@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import statistics
 import struct
+import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg2
@@ -489,6 +492,8 @@ def test_the_standby_is_chosen_as_the_command_line_says(server):
     assert elsewhere.primary is elsewhere.url is None and "--standby-url" in elsewhere.line
     local = standby.choose(off=False, standby_url=None, database_url=None)
     assert local.home == local.primary.home / standby.STANDBY_FOLDER  # under the local server's own folder
+    elsewhere = standby.choose(off=False, standby_url=None, database_url=None, folder=Path("/mnt/other-disk"))
+    assert elsewhere.home == Path("/mnt/other-disk") / standby.STANDBY_FOLDER  # a folder of its own there
     handle = Server(server.url())
     try:
         with pytest.raises(OperatorError, match="is not a standby"):  # a primary given as the standby
@@ -517,6 +522,23 @@ def test_a_role_without_pg_monitor_is_told_it_cannot_see_the_standbys_lag_and_go
     assert not home.exists()
 
 
+def test_a_standby_made_in_a_folder_elsewhere_is_private_there_and_leaves_the_folder_as_it_was(server):
+    folder = Path(tempfile.mkdtemp(prefix="nexus-test-standby-folder-"))
+    folder.chmod(0o711)  # (under root, 'nobody' runs the standby and must pass through)
+    (folder / "operators-file").write_text("kept")
+    choice = standby.choose(off=False, standby_url=None, database_url=None, folder=folder)
+    handle = Server(server.url())
+    try:
+        with standby.attached(handle, standby.local_choice(server, choice.home)) as replica:
+            replica.wait_caught_up()
+            assert choice.home.parent == folder and choice.home.stat().st_mode & 0o777 == 0o700
+            assert (choice.home / "data" / "standby.signal").exists()
+        assert not choice.home.exists() and (folder / "operators-file").read_text() == "kept"
+    finally:
+        handle.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_the_standbys_lag_is_the_time_since_the_primary_passed_its_replay_position():
     clock = standby.WalClock()
     for when, position in ((10.0, 100), (11.0, 200), (12.0, 300), (13.0, 300)):
@@ -536,6 +558,9 @@ def test_the_standbys_lag_is_the_time_since_the_primary_passed_its_replay_positi
     (("--standby-url", "postgresql://h/d"), ("--standby-url", "--database-url")),
     (("--no-standby", "--standby-url", "postgresql://h/d", "--database-url", "postgresql://h/d"),
      ("--no-standby", "--standby-url")),
+    (("--standby-folder", "/nonexistent"), ("--standby-folder", "not a folder")),
+    (("--standby-folder", "/tmp", "--no-standby"), ("--standby-folder", "--no-standby")),
+    (("--standby-folder", "/tmp", "--database-url", "postgresql://h/d"), ("--standby-folder", "--database-url")),
     (("--walk-max-wal-size", "64mb"), ("--walk-max-wal-size", "64MB")),
     (("--wal-floor-rates", "4,x"), ("--wal-floor-rates", "MB per second")),
     (("--wal-floor-rates", "0"), ("--wal-floor-rates", "above 0")),

@@ -73,6 +73,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="in the chain and wal-floor, with --database-url: a streaming standby of that server "
                              "whose replay lag to follow (default: none; on the local database the benchmark makes its own "
                              "standby and removes it at the end)")
+    parser.add_argument("--standby-folder", type=Path, metavar="DIR",
+                        help="in the chain and wal-floor on the local database: the folder in which the benchmark "
+                             f"makes its standby, in a folder {standby.STANDBY_FOLDER} of its own removed at the end "
+                             "(default: the local database's folder); another disk's, so that the standby's writes "
+                             "and fsyncs do not share the primary's disk, as an operator's standby does not")
     parser.add_argument("--no-standby", action="store_true",
                         help="in the chain and wal-floor, no standby (not even the local database's own)")
     parser.add_argument("--lone-commit", action="store_true",
@@ -117,6 +122,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         parser.error("--floor-seconds-max must be above 0")
     if args.no_standby and args.standby_url:
         parser.error("--no-standby and --standby-url: one or the other")
+    if args.standby_folder and (args.no_standby or args.database_url):
+        parser.error("--standby-folder is where the local database's standby goes: not with --no-standby or "
+                     "--database-url")
+    if args.standby_folder and not args.standby_folder.is_dir():
+        parser.error(f"--standby-folder {args.standby_folder}: not a folder")
     if args.standby_url and not args.database_url:
         parser.error("--standby-url goes with --database-url (on the local database the benchmark makes its own)")
     if not walk.SIZE_SETTING.match(args.walk_max_wal_size):
@@ -168,7 +178,8 @@ def run(server: Server, args: argparse.Namespace) -> dict:
     if "conversations" in args.part:
         results["conversations"] = conversations.run(server, args.requests, args.insert_every_ms / 1000,
                                                      args.query_runs)
-    choice = (standby.choose(off=args.no_standby, standby_url=args.standby_url, database_url=args.database_url)
+    choice = (standby.choose(off=args.no_standby, standby_url=args.standby_url, database_url=args.database_url,
+                             folder=args.standby_folder)
               if {"chain", "wal-floor"} & set(args.part) else None)
     if "chain" in args.part:
         results["chain"] = chain.run(server, args.requests, args.insert_every_ms / 1000,

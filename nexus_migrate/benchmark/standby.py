@@ -13,9 +13,9 @@ standby that has replayed everything the primary wrote has no lag.
 
 On the project's local server the benchmark makes the standby itself (a
 copy by pg_basebackup, on a socket of its own in a folder under the local
-server's, which only its owner may enter) and removes it at the end; with
---database-url it follows the standby named by --standby-url, and none
-without one. Where several standbys stream from the server, the worst lag
+server's or under --standby-folder, which only its owner may enter) and
+removes it at the end; with --database-url it follows the standby named by
+--standby-url, and none without one. Where several standbys stream from the server, the worst lag
 counts.
 """
 
@@ -75,9 +75,10 @@ def local_choice(primary: LocalServer, home: Path | None = None) -> Choice:
                   primary=primary, home=home)
 
 
-def choose(*, off: bool, standby_url: str | None, database_url: str | None) -> Choice:
+def choose(*, off: bool, standby_url: str | None, database_url: str | None, folder: Path | None = None) -> Choice:
     """What the command line asked for: the local server's own standby unless
-    --no-standby or --database-url; with --database-url, --standby-url's."""
+    --no-standby or --database-url (in a folder of its own under folder, if
+    given: another disk's, say); with --database-url, --standby-url's."""
     if off:
         return Choice("standby: none (--no-standby)")
     if standby_url:
@@ -85,7 +86,8 @@ def choose(*, off: bool, standby_url: str | None, database_url: str | None) -> C
     if database_url:
         return Choice("standby: none (the server is not the project's own: --standby-url URL follows an existing one)")
     from ..database.local import local_server
-    return local_choice(local_server())
+    # a folder of its own, never folder itself: the end removes the standby's folder whole
+    return local_choice(local_server(), folder / STANDBY_FOLDER if folder else None)
 
 
 @contextmanager
