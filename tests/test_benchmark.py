@@ -27,7 +27,7 @@ from nexus_migrate.benchmark import chain, chainreport, checkpointer, standby, t
 from nexus_migrate.benchmark import writer as writer_module
 from nexus_migrate.benchmark.conversations import MEASURED, SCRATCH, builds_alone, measured_indexes
 from nexus_migrate.benchmark.plot import Panel, latency_chart
-from nexus_migrate.benchmark.scratch import Server, connect
+from nexus_migrate.benchmark.scratch import Server, connect, sampling_every
 from nexus_migrate.benchmark.seed import (PRE_003, SEED_BLOCK, SEEDED, conversation_of, is_plain_conversation,
                                           live_conversations, pre_003, seed)
 from nexus_migrate.benchmark.upstream import UPSTREAM_INDEXES, upstream_indexes
@@ -537,6 +537,24 @@ def test_a_standby_made_in_a_folder_elsewhere_is_private_there_and_leaves_the_fo
     finally:
         handle.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_sampler_whose_connection_is_lost_stops_and_says_so_in_one_line_at_the_end(server):
+    samples = []
+    handle = Server(server.url())
+    try:
+        with pytest.raises(OperatorError, match=r"^sampling \(nexus-test-sampler\) failed: [^\n]+$"):
+            with sampling_every(server.url(), 0.01, lambda cur: samples.append(cur.execute("SELECT 1")),
+                                "nexus-test-sampler"):
+                wait_until(lambda: len(samples) > 3, "the sampler has sampled")
+                handle.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE application_name = 'nexus-test-sampler'")
+                time.sleep(0.2)
+                stopped = len(samples)
+                time.sleep(0.2)
+                assert len(samples) == stopped  # no more samples once it failed
+    finally:
+        handle.close()
 
 
 def test_the_standbys_lag_is_the_time_since_the_primary_passed_its_replay_position():

@@ -101,16 +101,20 @@ def connect(url: str, **kwargs):
 
 
 @contextmanager
-def sampling_every(url: str, every: float, sample, application_name: str):
-    """For the duration, sample(cursor) every `every` seconds in a thread of
-    its own, on a connection of its own to url."""
+def every_seconds(every: float, sample, what: str):
+    """For the duration, sample() every `every` seconds in a thread of its
+    own. Should it fail, the samples stop and, when the duration ends, one
+    line says what failed: numbers missing for part of a run are not passed
+    off as a whole run's."""
     stop = threading.Event()
-    conn = connect(url, application_name=application_name)
+    failed: list[BaseException] = []
 
     def run() -> None:
-        with conn.cursor() as cur:
+        try:
             while not stop.wait(every):
-                sample(cur)
+                sample()
+        except BaseException as exc:
+            failed.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -119,4 +123,17 @@ def sampling_every(url: str, every: float, sample, application_name: str):
     finally:
         stop.set()
         thread.join()
+    if failed:
+        raise OperatorError(f"{what} failed: {str(failed[0]).strip().splitlines()[0]}")
+
+
+@contextmanager
+def sampling_every(url: str, every: float, sample, application_name: str):
+    """For the duration, sample(cursor) every `every` seconds in a thread of
+    its own, on a connection of its own to url."""
+    conn = connect(url, application_name=application_name)
+    try:
+        with conn.cursor() as cur, every_seconds(every, lambda: sample(cur), f"sampling ({application_name})"):
+            yield
+    finally:
         conn.close()

@@ -22,7 +22,6 @@ counts.
 from __future__ import annotations
 
 import bisect
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from ..database.localpg import LocalServer
 from ..errors import OperatorError, mask_password
 from ..steps import throttle
 from .report import size
-from .scratch import Server, connect
+from .scratch import Server, connect, every_seconds
 
 LAG_SAMPLE_SECONDS = 0.1
 STANDBY_FOLDER = "benchmark-standby"  # under the local server's home
@@ -206,26 +205,9 @@ class Standby:
 
     @contextmanager
     def sampling(self, every: float = LAG_SAMPLE_SECONDS):
-        stop = threading.Event()
-        failed: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                while not stop.wait(every):
-                    self.sample()
-            except BaseException as exc:  # told when sampling ends, not lost in the thread
-                failed.append(exc)
-
         self.sample()
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        try:
+        with every_seconds(every, self.sample, "standby: sampling its lag"):
             yield self
-        finally:
-            stop.set()
-            thread.join()
-        if failed:
-            raise OperatorError(f"standby: sampling its lag failed: {str(failed[0]).strip().splitlines()[0]}")
 
     def wait_caught_up(self, timeout: float = CATCH_UP_SECONDS) -> float:
         """Until the standby has replayed what the primary had written when
