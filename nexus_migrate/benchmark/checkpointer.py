@@ -39,6 +39,17 @@ def record(states: list, at: float, state: str | None) -> None:
 
 
 @contextmanager
+def ended(states: list | None):
+    """For the duration of a sampling into states: at its end, the last
+    state seen ends too (record's None), so that it does not last for ever."""
+    try:
+        yield states
+    finally:
+        if states:
+            record(states, time.monotonic(), None)
+
+
+@contextmanager
 def sampling(url: str, states: list, every: float):
     """For the duration, the checkpointer's state on the server at url (a
     standby's: its restartpoints) every `every` seconds, into states."""
@@ -47,12 +58,8 @@ def sampling(url: str, states: list, every: float):
         for _, state in cur.fetchall():
             record(states, time.monotonic(), state)
 
-    try:
-        with sampling_every(url, every, sample, "nexus-benchmark-checkpointer-sampler"):
-            yield states
-    finally:
-        if states:
-            record(states, time.monotonic(), None)
+    with ended(states), sampling_every(url, every, sample, "nexus-benchmark-checkpointer-sampler"):
+        yield states
 
 
 def merged(spans) -> list[tuple[float, float]]:

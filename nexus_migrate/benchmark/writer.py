@@ -36,7 +36,7 @@ import psycopg2
 
 from ..proxy.statements import INSERT_REQUEST_002, UPDATE_RESPONSE
 from . import traffic
-from .checkpointer import CHECKPOINTER_STATE, record
+from .checkpointer import CHECKPOINTER_STATE, ended, record
 from .scratch import connect, sampling_every
 
 WRITER_STATEMENT_TIMEOUT = "30s"
@@ -323,12 +323,8 @@ def sampling_waits(url: str, every: float = WAIT_SAMPLE_SECONDS, checkpointer: l
             else:
                 counts[f"{kind} {event}"] += 1
 
-    try:
-        with sampling_every(url, every, sample, "nexus-benchmark-sampler"):
-            yield counts
-    finally:
-        if checkpointer:
-            record(checkpointer, time.monotonic(), None)
+    with ended(checkpointer), sampling_every(url, every, sample, "nexus-benchmark-sampler"):
+        yield counts
 
 
 def lock_waits(waits: dict, kind: str) -> int:
