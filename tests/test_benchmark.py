@@ -492,8 +492,8 @@ def test_the_standby_is_chosen_as_the_command_line_says(server):
     assert elsewhere.primary is elsewhere.url is None and "--standby-url" in elsewhere.line
     local = standby.choose(off=False, standby_url=None, database_url=None)
     assert local.home == local.primary.home / standby.STANDBY_FOLDER  # under the local server's own folder
-    elsewhere = standby.choose(off=False, standby_url=None, database_url=None, folder=Path("/mnt/other-disk"))
-    assert elsewhere.home == Path("/mnt/other-disk") / standby.STANDBY_FOLDER  # a folder of its own there
+    other_disk = standby.choose(off=False, standby_url=None, database_url=None, folder=Path("/mnt/other-disk"))
+    assert other_disk.home == Path("/mnt/other-disk") / standby.STANDBY_FOLDER  # a folder of its own there
     handle = Server(server.url())
     try:
         with pytest.raises(OperatorError, match="is not a standby"):  # a primary given as the standby

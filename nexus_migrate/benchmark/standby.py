@@ -15,8 +15,8 @@ On the project's local server the benchmark makes the standby itself (a
 copy by pg_basebackup, on a socket of its own in a folder under the local
 server's or under --standby-folder, which only its owner may enter) and
 removes it at the end; with --database-url it follows the standby named by
---standby-url, and none without one. Where several standbys stream from the server, the worst lag
-counts.
+--standby-url, and none without one. Where several standbys stream from the
+server, the worst lag counts.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from .report import size
 from .scratch import Server, connect, every_seconds
 
 LAG_SAMPLE_SECONDS = 0.1
-STANDBY_FOLDER = "benchmark-standby"  # under the local server's home
+STANDBY_FOLDER = "benchmark-standby"  # under the local server's home, or the folder --standby-folder names
 STREAMING_SECONDS = 120  # for a new standby to start streaming
 CATCH_UP_SECONDS = 900  # for a standby to replay what the benchmark's copies wrote
 MAX_REPLICA_LAG = "NEXUS_MAX_REPLICA_LAG"  # seconds, the throttle's bound and the benchmark's target
