@@ -17,7 +17,8 @@ from psycopg2.extras import execute_values
 
 from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.database.catalog import applied_migrations, snapshot, widened
-from nexus_migrate.proxy.schema import PROMISES, compare, promised, valid_indexes, verify
+from nexus_migrate.proxy.schema import PROMISES, promised
+from nexus_migrate.proxy.verify import compare, valid_indexes, verify
 from nexus_migrate.proxy.statements import INSERT_CHUNKS, LATEST_CONVERSATIONS, ONE_CONVERSATION
 from nexus_migrate.steps import ALLOW_DATA_LOSS, DataLossRefused, widenings
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nexus_migrate.database.catalog import applied_migrations, snapshot
-from nexus_migrate.proxy.schema import verify
+from nexus_migrate.proxy.verify import verify
 
 from .migrations import ALL, logged
 

@@ -11,7 +11,7 @@ import pytest
 
 from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.database.catalog import applied_migrations
-from nexus_migrate.proxy.schema import verify
+from nexus_migrate.proxy.verify import verify
 from nexus_migrate.steps import Ddl
 
 from .conftest import assert_one_line_error, run_script

@@ -21,7 +21,7 @@ import pytest
 from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.database.catalog import applied_migrations
 from nexus_migrate.database.localpg import LocalServer
-from nexus_migrate.proxy.schema import verify
+from nexus_migrate.proxy.verify import verify
 
 from .conftest import FAST_SETTINGS, as_role, run_script, wait_until
 from .history import BACKFILLED, expected, history, read, store

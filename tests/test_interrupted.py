@@ -13,7 +13,7 @@ import signal
 import pytest
 
 from nexus_migrate.database.catalog import applied_migrations
-from nexus_migrate.proxy.schema import verify
+from nexus_migrate.proxy.verify import verify
 
 from .conftest import wait_until
 from .migrations import ALL, MIGRATIONS

@@ -19,7 +19,7 @@ import pytest
 from psycopg2.extras import Json
 
 from nexus_migrate.commands.migrate import yoyo as yoyo_cli
-from nexus_migrate.proxy.schema import valid_indexes
+from nexus_migrate.proxy.verify import valid_indexes
 from nexus_migrate.proxy.statements import (ACCOUNT_USAGE, AUDIT_ANALYSIS, BRANCH_REQUESTS, CHILDREN_OF_MESSAGE,
                                             CLAIM_ANALYSIS, CONVERSATION_LIST, LATEST_REQUESTS, MARK_TASK_CALLS,
                                             REQUEST_ANALYSIS, REQUESTS_PER_MODEL, SUBTASK_SEQUENCE, TASK_CHILDREN,

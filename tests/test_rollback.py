@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from nexus_migrate.database.catalog import applied_migrations, snapshot, widened
-from nexus_migrate.proxy.schema import PROMISES, Promise, verify
+from nexus_migrate.proxy.schema import PROMISES, Promise
+from nexus_migrate.proxy.verify import verify
 from nexus_migrate.steps import widenings
 
 from .migrations import ALL, MIGRATIONS

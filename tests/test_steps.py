@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.database.catalog import applied_migrations, snapshot
-from nexus_migrate.proxy.schema import verify
+from nexus_migrate.proxy.verify import verify
 
 from .conftest import assert_one_line_error, run_script
 from .migrations import ALL

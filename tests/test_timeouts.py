@@ -17,7 +17,7 @@ from psycopg2 import sql
 
 from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.database.catalog import applied_migrations
-from nexus_migrate.proxy.schema import verify
+from nexus_migrate.proxy.verify import verify
 from nexus_migrate.steps.autovacuum import ANALYZE
 from nexus_migrate.steps.lock_retries import run_with_lock_retries
 from nexus_migrate.steps.timeouts import STATEMENT_TIMEOUTS

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from nexus_migrate import PROJECT_ROOT
-from nexus_migrate.proxy.schema import TOLERATED, compare, verify
+from nexus_migrate.proxy.verify import TOLERATED, compare, verify
 
 from .conftest import SECRET, assert_one_line_error, run_script
 from .migrations import ALL, MIGRATIONS

@@ -38,7 +38,7 @@ from ..database import pgclient
 from ..database.catalog import applied_migrations, snapshot, widened
 from ..database.settings import database_url, load_env, migration_table
 from ..errors import OperatorError, mask_password
-from ..proxy.schema import verify
+from ..proxy.verify import verify
 from ..steps import Index, RetiredIndex, lock_timeout_ms, widenings
 from ..steps.sql_tree import indexed_table
 

@@ -8,7 +8,8 @@ import argparse
 from ..database.connection import connect
 from ..database.settings import database_url
 from ..errors import OperatorError
-from ..proxy.schema import PROMISES, compare
+from ..proxy.schema import PROMISES
+from ..proxy.verify import compare
 
 DESCRIPTION = """\
 Compare DATABASE_URL with the schema that its applied migrations (yoyo's

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import psycopg2.errors
 
 from ..errors import OperatorError
-from ..proxy.schema import constraint_definition, equivalent_constraint
+from ..proxy.verify import constraint_definition, equivalent_constraint
 from .lock_retries import run_with_lock_retries
 from .sql_tree import added_constraint, drops_constraint
 from .statement import Statement, first_line, statements_of

@@ -15,7 +15,7 @@ from yoyo import read_migrations
 from .. import MIGRATIONS_DIR
 from ..database.connection import session_parameters
 from ..errors import OperatorError
-from ..proxy.schema import equivalent_index, index_definition, index_state
+from ..proxy.verify import equivalent_index, index_definition, index_state
 from .settings import progress_seconds
 from .sql_tree import created_index, dropped_index
 from .statement import Statement, statements_of
