@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
@@ -17,10 +20,10 @@ import pytest
 from nexus_migrate import PROJECT_ROOT
 from nexus_migrate.database.catalog import applied_migrations
 
-from .conftest import run_script, wait_until
+from .conftest import as_role, run_script, wait_until
 from .history import expected, read
 from .migrations import ALL
-from .test_backfill import assert_rows, store_history_at_002, write_map
+from .test_backfill import assert_rows, migrate, store_history_at_002, write_map
 from .traffic import start_migrate
 
 # Small batches with a pause: the backfills take a few seconds, so that the
@@ -150,6 +153,56 @@ def test_kill_9_while_held_then_a_rerun_gives_the_uninterrupted_result(yoyo, db,
     again = start_migrate("apply", "--batch", DATABASE_URL=database_url, NEXUS_ACCOUNT_MAP=mapping)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
+    assert applied_migrations(db) == ALL
+    assert_rows(read(db), expected(h), h)
+
+
+def told_once_each(output: str, words: str) -> list[str]:
+    """The lines of output that say words, after checking that no backfill
+    said them twice (each line begins with its backfill's name)."""
+    told = [line for line in output.splitlines() if words in line]
+    assert len(told) == len({line.split(":")[0] for line in told}), told
+    return told
+
+
+def test_a_role_without_pg_monitor_is_told_once_it_cannot_see_the_standbys_lag_and_the_apply_goes_on(
+        yoyo, db, database_url, standby, make_role, tmp_path, monkeypatch):
+    owner = make_role()
+    with db.cursor() as cur:
+        cur.execute(f'ALTER DATABASE "{urlsplit(database_url).path[1:]}" OWNER TO "{owner}"')
+    owner_url = as_role(database_url, owner)
+    monkeypatch.setenv("DATABASE_URL", owner_url)  # the schema is the owner's, as in production
+    h = store_history_at_002(yoyo, db)
+    applied = migrate(owner_url, "apply", "--batch", NEXUS_ACCOUNT_MAP=write_map(tmp_path))
+    assert applied.returncode == 0, applied.stderr
+    told = told_once_each(applied.stdout, "cannot see the replay lag of standby")
+    assert told and all("GRANT pg_monitor" in line for line in told), applied.stdout
+    assert applied_migrations(db) == ALL
+    assert_rows(read(db), expected(h), h)
+
+
+def test_a_client_that_takes_the_wal_without_replaying_it_is_named_once_and_not_held_for(
+        yoyo, db, database_url, server, tmp_path):
+    h = store_history_at_002(yoyo, db)
+    folder = Path(tempfile.mkdtemp(prefix="nexus-test-receivewal-"))
+    receiver = subprocess.Popen([str(server.binaries.bindir / "pg_receivewal"), "-D", str(folder), "--no-sync",
+                                 "-n", "-d", server.url()], stderr=subprocess.PIPE, text=True)
+    try:
+        with db.cursor() as cur:
+            wait_until(lambda: cur.execute("SELECT count(*) FROM pg_stat_replication WHERE application_name = "
+                                           "'pg_receivewal' AND state = 'streaming' AND replay_lsn IS NULL")
+                       or cur.fetchone()[0] == 1, "pg_receivewal to stream")
+        applied = migrate(database_url, "apply", "--batch", NEXUS_ACCOUNT_MAP=write_map(tmp_path),
+                          NEXUS_MAX_HOLD_SECONDS="5")
+        assert receiver.poll() is None, receiver.stderr.read()
+    finally:
+        receiver.terminate()
+        receiver.wait()
+        shutil.rmtree(folder)
+    assert applied.returncode == 0, applied.stderr
+    told = told_once_each(applied.stdout, "pg_receivewal takes the WAL but reports no replay position")
+    assert len(told) >= 2, applied.stdout  # 003's backfills at least
+    assert "pg_monitor" not in applied.stdout and "holding: standby" not in applied.stdout
     assert applied_migrations(db) == ALL
     assert_rows(read(db), expected(h), h)
 

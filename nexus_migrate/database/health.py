@@ -37,8 +37,9 @@ CHECKPOINT_SYNCING = """
 @dataclass(frozen=True)
 class Standby:
     name: str
+    seen: bool  # this role may see its state and positions (pg_monitor)
     written: int  # the primary's WAL position when read (bytes)
-    replayed: int | None  # the standby's replay position, None when this role may not see it
+    replayed: int | None  # its replay position; None when not seen, or when it replays nothing (pg_receivewal)
     replay_lag: float | None  # seconds, as the view says (stale while replay is stuck)
 
 
@@ -51,7 +52,8 @@ def _lsn(text: str | None) -> int | None:
 
 def standbys(cur) -> list[Standby]:
     cur.execute(STANDBYS)
-    return [Standby(name, _lsn(written), _lsn(replayed), lag) for name, _, written, replayed, lag in cur.fetchall()]
+    return [Standby(name, state is not None, _lsn(written), _lsn(replayed), lag)
+            for name, state, written, replayed, lag in cur.fetchall()]
 
 
 @dataclass(frozen=True)

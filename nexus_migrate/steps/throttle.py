@@ -26,7 +26,9 @@ the progress line counts held time and holds apart. A hold longer than
 NEXUS_MAX_HOLD_SECONDS (default 300) stops the run with one line: every batch
 before it is kept, and the same command continues. A role that may not see a
 standby's lag or other sessions' waits is told so once, and the backfill goes
-on without that signal.
+on without that signal. A client that takes the WAL and replays none of it
+(pg_receivewal, a base backup's stream) has no lag to hold for: it is named
+once.
 
 The session's application_name says which backfill runs, how far it is and
 why it holds, for pg_stat_activity and `scripts/migrate status`.
@@ -88,9 +90,14 @@ class Throttle:
         worst = None
         for standby in standbys(cur):
             self.written.append((now, standby.written))
-            if standby.replayed is None:
+            if not standby.seen:
                 self._tell_once("lag", f"{self.name}: cannot see the replay lag of standby {standby.name} "
                                        f"({MONITOR_GRANT} to let the backfill hold for it); going on without it")
+                continue
+            if standby.replayed is None:  # a WAL receiver such as pg_receivewal or a base backup's stream
+                self._tell_once(f"replays none {standby.name}",
+                                f"{self.name}: {standby.name} takes the WAL but reports no replay position "
+                                f"(pg_receivewal, a base backup): the backfill does not hold for it")
                 continue
             lag = 0.0
             for when, position in self.written:
